@@ -1,0 +1,136 @@
+"""`stratarl bench envs`: env steps/s per family, in-process and through the EnvPool, in one run.
+
+Workloads (fixed and seeded, so runs are comparable):
+- TextWorldExpress `twx:cookingworld`: uniformly random admissible actions, episodes cut at 30 steps;
+- ScienceWorld `sciworld:boil`: the gold action sequences of train variations, replayed.
+Measured: `direct` (one env in this process), `pool_1x1` (one worker, one episode: the pool's
+per-step overhead), and `pool_Wx8` (W workers, 8 episodes stepped as a batch: the throughput a
+rollout sees). Ratios: `pool_overhead` = direct / pool_1x1 time per step, `pool_speedup` =
+pool_Wx8 / direct steps/s.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from ..envs.pool import EnvPool
+from ..envs.registry import make_env, make_tasks
+from ..types import Task
+
+WORKLOADS = {"twx": "twx:cookingworld", "sciworld": "sciworld:boil"}
+EPISODE_CAP = 30
+
+
+@dataclass
+class _Slot:
+    task: Task
+    info: dict = field(default_factory=dict)
+    gold: list[str] = field(default_factory=list)
+    moves: int = 0
+
+
+class _Actor:
+    """Picks the next action of a slot: random admissible (TWX) or the next gold action."""
+
+    def __init__(self, family: str, seed: int = 0):
+        self.family, self.rng = family, random.Random(seed)
+
+    def __call__(self, slot: _Slot) -> str:
+        if self.family == "twx":
+            return self.rng.choice(slot.info["admissible_actions"])
+        return slot.gold[slot.moves] if slot.moves < len(slot.gold) else "look around"
+
+    def finished(self, slot: _Slot, done: bool) -> bool:
+        cap = EPISODE_CAP if self.family == "twx" else len(slot.gold)
+        return done or slot.moves >= cap
+
+
+def _tasks_and_gold(family: str, n: int) -> tuple[list[Task], dict[str, list[str]]]:
+    tasks = make_tasks(WORKLOADS[family], "train", n=n)
+    gold: dict[str, list[str]] = {}
+    if family == "sciworld":
+        env = make_env(tasks[0])
+        gold = {t.uid: env.expert_actions(t) for t in tasks}
+        env.close()
+    return tasks, gold
+
+
+def _direct(family: str, steps: int) -> float:
+    tasks, gold = _tasks_and_gold(family, 8)
+    actor, env = _Actor(family), make_env(tasks[0])
+    done_steps, k = 0, 0
+    env.reset(tasks[0])  # warm-up
+    t0 = time.perf_counter()
+    while done_steps < steps:
+        task = tasks[k % len(tasks)]
+        k += 1
+        _, info = env.reset(task)
+        slot = _Slot(task, info, gold.get(task.uid, []))
+        done = False
+        while not actor.finished(slot, done) and done_steps < steps:
+            _, _, done, slot.info = env.step(actor(slot))
+            slot.moves += 1
+            done_steps += 1
+    return done_steps / (time.perf_counter() - t0)
+
+
+def _pooled(family: str, steps: int, workers: int, concurrent: int) -> float:
+    tasks, gold = _tasks_and_gold(family, 8)
+    actor = _Actor(family)
+    with EnvPool(num_workers=workers) as pool:
+        pool.release(r.episode for r in pool.reset(tasks[:concurrent]))  # warm-up: JVMs started
+        done_steps, k = 0, 0
+        t0 = time.perf_counter()
+        open_: dict[int, _Slot] = {}
+        while done_steps < steps:
+            new = [tasks[(k + i) % len(tasks)] for i in range(concurrent - len(open_))]
+            k += len(new)
+            for task, r in zip(new, pool.reset(new), strict=True):
+                open_[r.episode] = _Slot(task, r.info, gold.get(task.uid, []))
+            replies = pool.step([(e, actor(s)) for e, s in open_.items()])
+            for r in replies:
+                slot = open_[r.episode]
+                slot.info, slot.moves = r.info, slot.moves + 1
+                if r.error or actor.finished(slot, r.done):
+                    pool.release([r.episode])
+                    del open_[r.episode]
+            done_steps += len(replies)
+        return done_steps / (time.perf_counter() - t0)
+
+
+def run_env_bench(steps: int = 600, workers: int = 2, families: tuple[str, ...] = ("twx", "sciworld")) -> dict:
+    out: dict = {"workers": workers, "steps_per_measurement": steps, "families": {}}
+    for family in families:
+        n = steps if family == "twx" else max(100, steps // 4)  # ScienceWorld is ~20x slower per step
+        direct = _direct(family, n)
+        pool_1x1 = _pooled(family, n, workers=1, concurrent=1)
+        pool_wx8 = _pooled(family, n, workers=workers, concurrent=8)
+        out["families"][family] = {
+            "env": WORKLOADS[family], "steps": n,
+            "direct_steps_per_s": round(direct, 1),
+            "pool_1x1_steps_per_s": round(pool_1x1, 1),
+            f"pool_{workers}x8_steps_per_s": round(pool_wx8, 1),
+            "pool_overhead": round(direct / pool_1x1, 2),
+            "pool_speedup": round(pool_wx8 / direct, 2),
+        }
+    return out
+
+
+def print_results(results: dict, as_json: bool, console: Console) -> None:
+    if as_json:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+        return
+    w = results["workers"]
+    table = Table(title="env steps/s (higher is better)")
+    for col in ("family", "env", "direct", "pool 1x1", f"pool {w}x8", "overhead (direct/1x1)", "speedup"):
+        table.add_column(col)
+    for fam, r in results["families"].items():
+        table.add_row(fam, r["env"], f"{r['direct_steps_per_s']:.0f}", f"{r['pool_1x1_steps_per_s']:.0f}",
+                      f"{r[f'pool_{w}x8_steps_per_s']:.0f}", f"{r['pool_overhead']:.2f}x", f"{r['pool_speedup']:.2f}x")
+    console.print(table)

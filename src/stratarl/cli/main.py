@@ -1,0 +1,47 @@
+"""Root of the `stratarl` command: registers the command groups and turns user errors into
+one-line messages with a non-zero exit code (no tracebacks for user mistakes)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+
+app = typer.Typer(
+    name="stratarl",
+    help="Step-level RL for LLM agents on multi-turn text environments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from . import bench, envs, models  # noqa: F401 - each module adds its commands to `app`
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    _register()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("[yellow]aborted[/]")
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except UserError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    if isinstance(result, int) and result != 0:
+        sys.exit(result)
