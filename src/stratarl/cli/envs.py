@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .bench import bench_app
-from .main import app
+from .main import app, console
 
-console = Console()
 envs_app = typer.Typer(help="List, inspect and replay environments.", invoke_without_command=True)
 app.add_typer(envs_app, name="envs")
 

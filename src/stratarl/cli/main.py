@@ -19,11 +19,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-err_console = Console(stderr=True)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=150)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=150)
 
 
 def _register() -> None:
-    from . import bench, envs, models  # noqa: F401 - each module adds its commands to `app`
+    from . import bench, envs, models, run  # noqa: F401 - each module adds its commands to `app`
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -76,3 +76,9 @@ class EnvSpec:
     """A sensible default horizon."""
     outcome: str = "won"
     """How the episode reward is read: `won` (1/0) or `score` (score in 0..1)."""
+
+
+def sanitize_action(text: str) -> str:
+    """Any Python string made safe to send to a JVM env: lone surrogates (which cannot be
+    encoded as UTF-8) become '?'. Everything else reaches the env unchanged."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..types import Task
-from .base import EnvSpec, Param
+from .base import EnvSpec, Param, sanitize_action
 from .jvm import get_jvm
 
 SIMPLIFICATIONS = ("easy", "teleportAction", "selfWateringFlowerPots", "openContainers", "openDoors",
@@ -50,7 +50,7 @@ class SciWorldEnv:
         return str(self._server.freeActionLook()), self._info(valid=True)
 
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        obs = str(self._server.step(action))
+        obs = str(self._server.step(sanitize_action(action)))
         if obs.startswith("Ambiguous request"):
             obs = str(self._server.step("0"))
         raw = int(round(100 * self._server.getScore()))

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..types import Task
-from .base import EnvSpec, Param
+from .base import EnvSpec, Param, sanitize_action
 from .jvm import get_jvm
 
 _BIN = dict(type=int, low=0, high=1)
@@ -99,7 +99,7 @@ class TwxEnv:
 
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         self._moves += 1
-        obs, info, failed = self._parse(self._server.stepJSON(action))
+        obs, info, failed = self._parse(self._server.stepJSON(sanitize_action(action)))
         reward = info["score"] - self._last_score
         self._last_score = info["score"]
         done = info["won"] or failed or info["score"] >= 1.0
