@@ -65,3 +65,16 @@ def quickstart(episodes: int = typer.Option(50, help="Episodes per agent.")) -> 
         with console.status(f"evaluating the {agent} agent on twx:cookingworld ..."):
             reports.append(evaluate(EvalConfig(agent=agent, episodes=episodes))[0])
     console.print(report_table(reports, "twx:cookingworld, test split"))
+
+
+@app.command("view")
+def view_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (with trajectories/)."),
+    out: Path = typer.Option(None, help="Output HTML file (default: RUN_DIR/viewer.html)."),
+    last: int = typer.Option(None, help="Only the last N iterations."),
+) -> None:
+    """Write a self-contained HTML trajectory viewer for a run."""
+    from ..view import build_viewer
+
+    path = build_viewer(run_dir, out, last)
+    console.print(f"wrote {path} — open it in a browser")

@@ -1,0 +1,1 @@
+"""The agent side: prompt templates per env family, output parsing, and per-episode memory."""

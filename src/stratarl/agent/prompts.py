@@ -1,0 +1,164 @@
+"""Prompt templates per environment family, rendered through the model's chat template.
+
+Four prompts (DESIGN.md, Data flow):
+- strategy: task description + first observation -> one short plan in `<strategy>...</strategy>`;
+- step (step-level MDP, one model call per env step): task, strategy (when there is one), the last
+  k steps of history, the step count, the current observation and optionally the admissible
+  actions -> `<think>...</think><action>...</action>` (thinking optional);
+- ReAct: the step prompt without a strategy;
+- judge: strategy + numbered trajectory -> the step numbers that neither follow the strategy nor
+  advance the task.
+The prompt is laid out so that everything a group's rollouts share (system text, task, strategy)
+comes first: the engine's prefix cache then computes it once per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import lookup
+
+
+@dataclass(frozen=True)
+class Template:
+    """The fixed texts of one environment family."""
+
+    role: str
+    """Who the agent is, first line of the system message."""
+    action_hint: str
+    """How actions look in this family."""
+
+
+TEMPLATES: dict[str, Template] = {
+    "twx": Template(
+        role="You are an agent playing a text adventure game.",
+        action_hint="Use exactly one of the admissible actions when they are listed."),
+    "sciworld": Template(
+        role="You are an agent doing a science experiment in a simulated world.",
+        action_hint=("Actions: look around, look at OBJ, look in OBJ, open OBJ, close OBJ, go to LOC, "
+                     "pick up OBJ, put down OBJ, move OBJ to OBJ, pour OBJ in OBJ, mix OBJ, activate OBJ, "
+                     "deactivate OBJ, use OBJ on OBJ, focus on OBJ, read OBJ, wait, wait1, inventory, "
+                     "connect OBJ to OBJ, eat OBJ, flush OBJ, teleport to LOC.")),
+    "alfworld": Template(role="You are an agent in a household.",
+                         action_hint="Use exactly one of the admissible actions."),
+    "webshop": Template(role="You are an agent shopping on a website.",
+                        action_hint="Actions are search[QUERY] or click[BUTTON]."),
+    "tools": Template(role="You are an agent that answers questions by calling tools.",
+                      action_hint='Call a tool with <action>{"name": ..., "arguments": {...}}</action>; '
+                                  "give the final answer in <answer>...</answer>."),
+    "search": Template(role="You are an agent that answers questions with a search engine.",
+                       action_hint="Search with <action>search: QUERY</action>; give the final answer in "
+                                   "<answer>...</answer>."),
+}
+
+
+@dataclass
+class PromptConfig:
+    """How step and strategy prompts are built."""
+
+    history: int = 2
+    """Past steps (observation, action) shown in the step prompt; -1 shows all of them."""
+    think: bool = False
+    """Ask for `<think>...</think>` before the action."""
+    show_admissible: bool = True
+    """List the admissible actions in the step prompt (when the env gives them)."""
+    max_admissible: int = 60
+    """At most this many admissible actions are listed."""
+    max_observation_chars: int = 1500
+    """Longer observations are cut (the end is kept) before they enter a prompt."""
+
+
+@dataclass
+class HistoryItem:
+    """One past step as the agent remembers it."""
+
+    observation: str
+    """The observation the action was taken at."""
+    action: str
+    """The action taken (as the model wrote it)."""
+    valid: bool = True
+    """Whether the env accepted it."""
+
+
+@dataclass
+class StepView:
+    """Everything the step prompt shows about the current state of an episode."""
+
+    family: str
+    """Environment family (selects the template)."""
+    task: str
+    """The task description."""
+    observation: str
+    """Current observation."""
+    step: int
+    """Index of this step (0-based)."""
+    strategy: str | None = None
+    """The strategy this rollout follows, if any."""
+    history: list[HistoryItem] = field(default_factory=list)
+    """All past steps; the prompt shows the last `PromptConfig.history` of them."""
+    admissible: list[str] | None = None
+    """Admissible actions when the env provides them."""
+
+
+def template(family: str) -> Template:
+    return lookup("prompt template family", family, TEMPLATES)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def system_message(family: str, cfg: PromptConfig) -> str:
+    t = template(family)
+    fmt = "<think>your reasoning</think><action>one action</action>" if cfg.think else "<action>one action</action>"
+    return f"{t.role} {t.action_hint} Reply with {fmt}."
+
+
+def strategy_messages(family: str, task: str, observation: str, cfg: PromptConfig) -> list[dict[str, str]]:
+    t = template(family)
+    return [
+        {"role": "system", "content": f"{t.role} Before acting, you write a short plan for the whole task."},
+        {"role": "user", "content": f"Task: {task.strip()}\nObservation: {_clip(observation, cfg.max_observation_chars)}\n"
+                                    "Write your plan inside <strategy>...</strategy>."},
+    ]
+
+
+def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> list[dict[str, str]]:
+    """Step prompt; `drop_history` hides that many more of the oldest shown steps (context budget)."""
+    lines = [f"Task: {view.task.strip()}"]
+    if view.strategy:
+        lines.append(f"Strategy: {view.strategy.strip()}")
+    shown = view.history if cfg.history < 0 else view.history[len(view.history) - cfg.history:] if cfg.history else []
+    shown = shown[drop_history:]
+    first = view.step - len(shown)
+    for i, h in enumerate(shown):
+        mark = "" if h.valid else " (invalid)"
+        lines.append(f"Step {first + i + 1}. Observation: {_clip(h.observation, cfg.max_observation_chars)}\n"
+                     f"Action: {h.action}{mark}")
+    lines.append(f"Step {view.step + 1}. Observation: {_clip(view.observation, cfg.max_observation_chars)}")
+    if cfg.show_admissible and view.admissible:
+        lines.append("Admissible actions: " + ", ".join(view.admissible[: cfg.max_admissible]))
+    return [{"role": "system", "content": system_message(view.family, cfg)},
+            {"role": "user", "content": "\n".join(lines)}]
+
+
+def judge_messages(family: str, task: str, strategy: str | None, steps: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """`steps` are (action, observation) pairs, shown numbered from 1."""
+    numbered = "\n".join(f"{i + 1}. {a} -> {_clip(o, 300)}" for i, (a, o) in enumerate(steps))
+    plan = f"Strategy: {strategy.strip()}\n" if strategy else ""
+    return [
+        {"role": "system", "content": f"{template(family).role} You are now a strict critic of an episode."},
+        {"role": "user", "content": f"Task: {task.strip()}\n{plan}Steps:\n{numbered}\n"
+                                    "List the numbers of the steps that neither follow the strategy nor advance "
+                                    "the task, inside <answer>...</answer> (write <answer>none</answer> if there "
+                                    "are none)."},
+    ]
+
+
+def render(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt token ids: the chat template applied with a generation prompt, tokenized once."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,2 @@
+"""Rollouts: the episode runner, the hierarchical group sampler, horizon schedules, and the
+trajectory store."""
