@@ -1,0 +1,91 @@
+"""Teacher-forced forward passes of the policy: per-token logprobs, entropy, and critic values.
+
+The output head is applied only at positions whose next token is trained (`loss_mask`), not to
+the whole sequence: agent prompts are long and responses short, so this skips most of the
+vocabulary projection and keeps the logits tensor small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .batching import Batch
+
+
+@dataclass
+class ForwardOut:
+    """What one teacher-forced pass produced."""
+
+    logp_BT: torch.Tensor
+    """log p(token t | < t) at trained positions, 0 elsewhere."""
+    entropy_BT: torch.Tensor | None
+    """Entropy of the predictive distribution at trained positions, when asked for."""
+    values_B: torch.Tensor | None
+    """Critic value at each row's last prompt token, when a value head is given."""
+
+
+def bf16_supported() -> bool:
+    """True when this CPU has native bf16 matmul (AMX or AVX-512-BF16) or a CUDA device is used."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast(enabled: bool):
+    """bf16 autocast on CPU when enabled; a no-op context otherwise. Master weights stay fp32."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+
+
+def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    return model.get_decoder(), model.get_output_embeddings()
+
+
+def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head: nn.Module | None = None,
+            bf16: bool = False) -> ForwardOut:
+    """Logprobs of the trained tokens of `batch` under `model` (and entropy / values on request)."""
+    backbone, head = _backbone_and_head(model)
+    ids, attn = batch.input_ids_BT, batch.attention_mask_BT
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    with autocast(bf16):
+        hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=positions).last_hidden_state
+    trained = batch.loss_mask_BT[:, 1:] > 0  # token t (t >= 1) is predicted from position t-1
+    b_idx, t_idx = trained.nonzero(as_tuple=True)
+    h = hidden[b_idx, t_idx]  # [N, H] states that predict trained tokens
+    with autocast(bf16):
+        logits = head(h)
+    logits = logits.float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    tokens = ids[b_idx, t_idx + 1]
+    logp_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    logp_BT = logp_BT.index_put((b_idx, t_idx + 1), logp_all.gather(-1, tokens[:, None]).squeeze(-1))
+    ent_BT = None
+    if entropy:
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        ent_BT = torch.zeros(ids.shape, dtype=torch.float32).index_put((b_idx, t_idx + 1), ent)
+    values = None
+    if value_head is not None:
+        state = hidden[torch.arange(ids.shape[0]), batch.value_index_B]
+        values = value_head(state.float()).squeeze(-1)
+    return ForwardOut(logp_BT=logp_BT, entropy_BT=ent_BT, values_B=values)
+
+
+def make_value_head(model: nn.Module, seed: int = 0) -> nn.Linear:
+    """A linear critic head on the policy's last hidden state (StepPO step values), zero-initialised
+    bias and small weights so initial values are ~0."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = model.config.hidden_size
+    head = nn.Linear(hidden, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(1, hidden, generator=gen) * 0.01)
+        head.bias.zero_()
+    return head
