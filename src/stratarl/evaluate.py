@@ -43,8 +43,8 @@ class EvalConfig:
     """Generation engine for the model agent: `hf`, `openai` or `vllm`."""
     max_steps: int | None = None
     """Episode horizon; None uses the environment's default."""
-    workers: int = 2
-    """Env worker processes."""
+    workers: int | None = None
+    """Env worker processes (None: one per two cores)."""
     seed: int = 0
     """Seed for sampling / the random agent."""
     temperature: float = 0.0

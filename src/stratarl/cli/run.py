@@ -33,7 +33,7 @@ def eval_cmd(
     strategy: bool = typer.Option(False, "--strategy", help="Model agent plans a strategy first."),
     engine: str = typer.Option("hf", help="hf, openai or vllm."),
     max_steps: int = typer.Option(None, help="Horizon (default: the env's)."),
-    workers: int = typer.Option(2, help="Env worker processes."),
+    workers: int = typer.Option(None, help="Env worker processes (default: one per two cores)."),
     seed: int = typer.Option(0, help="Seed."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Path = typer.Option(None, help="Also write every trajectory to this JSONL file."),

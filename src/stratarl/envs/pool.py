@@ -13,6 +13,9 @@ Failure handling, so that nothing is lost:
 Workers run in their own session, so `close()` (or a kill) takes their `java` processes with them.
 
 With `num_workers=0` the episodes run in this process (no timeouts; for debugging and benchmarks).
+`num_workers=None` picks one worker per two cores: each episode step is a round trip between a
+worker and its JVM, so on a 2-core machine a second worker only adds contention (see
+`stratarl bench envs`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class EnvReply:
     """`env_error` (the env or its worker failed) or `timeout` (a step hung)."""
     fatal: bool = False
     """Internal: the worker's JVM died and the worker must be restarted."""
+
+
+def default_workers() -> int:
+    """One env worker per two cores (at least one)."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 class _Host:
@@ -171,7 +179,9 @@ class _Worker:
 class EnvPool:
     """Episodes over worker processes (see module docstring)."""
 
-    def __init__(self, num_workers: int = 2, step_timeout: float = 60.0, start_timeout: float = 180.0):
+    def __init__(self, num_workers: int | None = None, step_timeout: float = 60.0, start_timeout: float = 180.0):
+        if num_workers is None:
+            num_workers = default_workers()
         self.num_workers = num_workers
         self.step_timeout = step_timeout
         self.start_timeout = start_timeout
