@@ -45,12 +45,16 @@ def first_n(candidates: list[list[Turn]], plans: list[list[str]], n: int) -> lis
 
 
 def sample_groups(engine: Engine, tokenizer: Any, pool: EnvPool, tasks: list[Task], gcfg: GroupConfig,
-                  rcfg: RunnerConfig, seed: int, selector: StrategySelector = first_n) -> list[Group]:
-    """Roll out every task as a group; returns one Group per task, in order."""
+                  rcfg: RunnerConfig, seed: int, selector: StrategySelector = first_n,
+                  descriptions: dict[str, str] | None = None) -> list[Group]:
+    """Roll out every task as a group; returns one Group per task, in order. When given,
+    `descriptions` is filled with each task's description (task uid -> text), for the judge."""
     n = gcfg.n_strategies if gcfg.strategy else 1
     per_task = n * gcfg.n_rollouts
     replies = pool.reset([t for t in tasks for _ in range(per_task)])
     firsts = [replies[k * per_task] for k in range(len(tasks))]
+    if descriptions is not None:
+        descriptions.update({t.uid: r.info.get("task_description", "") for t, r in zip(tasks, firsts, strict=True)})
     strategies: list[list[Turn]] = [[] for _ in tasks]
     plans: list[list[str]] = [[] for _ in tasks]
     if gcfg.strategy:
