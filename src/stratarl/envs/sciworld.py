@@ -44,6 +44,8 @@ class SciWorldEnv:
         self._description = ""
 
     def reset(self, task: Task) -> tuple[str, dict[str, Any]]:
+        if task.env != f"sciworld:{self.task_name}":
+            raise ValueError(f"this env runs sciworld:{self.task_name}, not {task.env}")
         self._server.load(self.task_name, task.seed, self.simplifications, False)
         self._last_score = 0
         self._description = _strip_prefix(str(self._server.freeActionTaskDesc()))

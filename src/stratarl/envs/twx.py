@@ -53,7 +53,7 @@ GAMES: dict[str, tuple[str, dict[str, Param], int]] = {
     "mapreader": (
         "Read a map, fetch the coin from a named room and bring it back (Map Reader).",
         {
-            "numLocations": Param(int, 5, "rooms", 1, 50),
+            "numLocations": Param(int, 8, "rooms (fewer than ~6 with maxDistanceApart 3 fails for some seeds)", 1, 50),
             "maxDistanceApart": Param(int, 3, "max rooms between start and coin", 1, 8),
             "maxDistractorItemsPerLocation": Param(int, 0, "irrelevant items per room", 0, 3),
             "includeDoors": Param(doc="rooms separated by doors", default=0, **_BIN),
@@ -91,6 +91,8 @@ class TwxEnv:
         self._task_description = ""
 
     def reset(self, task: Task) -> tuple[str, dict[str, Any]]:
+        if task.env != f"twx:{self.game}":
+            raise ValueError(f"this env runs twx:{self.game}, not {task.env}")
         raw = self._server.generateNewGameJSON(task.seed, FOLDS[task.split], False)
         self._last_score, self._moves = 0.0, 0
         self._task_description = str(self._server.getTaskDescription())
@@ -108,7 +110,11 @@ class TwxEnv:
     def expert_actions(self, task: Task) -> list[str]:
         gold = get_jvm("twx").jvm.textworldexpress.runtime.PythonInterface()
         gold.load(self.game, _param_str(self.params))
-        gold.generateNewGameJSON(task.seed, FOLDS[task.split], True)
+        try:
+            gold.generateNewGameJSON(task.seed, FOLDS[task.split], True)
+        except Exception as e:  # noqa: BLE001 - a Java-side generator failure for this seed
+            first = str(e).split("\n")[1] if "\n" in str(e) else str(e)
+            raise RuntimeError(f"TextWorldExpress could not make a gold path for {task.uid}: {first}") from None
         return list(gold.getGoldActionSequence())
 
     def close(self) -> None:

