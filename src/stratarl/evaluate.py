@@ -49,6 +49,10 @@ class EvalConfig:
     """Seed for sampling / the random agent."""
     temperature: float = 0.0
     """Sampling temperature of the model agent (0 = greedy)."""
+    prime: bool = False
+    """Start each reply with the `<action>` tag (helps instruct models that ignore the format)."""
+    history: int = 2
+    """Past steps shown in each step prompt."""
 
 
 @dataclass

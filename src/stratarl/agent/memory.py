@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .prompts import HistoryItem, PromptConfig, StepView, render, step_messages
+from .prompts import HistoryItem, PromptConfig, StepView, render, step_messages, step_prime
 
 
 @dataclass
@@ -28,7 +28,7 @@ def fit_step_prompt(tokenizer: Any, view: StepView, cfg: PromptConfig, budget: B
     empty history does not fit (the episode then ends with `context_overflow`)."""
     shown = len(view.history) if cfg.history < 0 else min(cfg.history, len(view.history))
     for drop in range(shown + 1):
-        ids = render(tokenizer, step_messages(view, cfg, drop_history=drop))
+        ids = render(tokenizer, step_messages(view, cfg, drop_history=drop), step_prime(cfg))
         if len(ids) <= budget.prompt_limit:
             return ids
     return None

@@ -68,6 +68,9 @@ class PromptConfig:
     """At most this many admissible actions are listed."""
     max_observation_chars: int = 1500
     """Longer observations are cut (the end is kept) before they enter a prompt."""
+    prime: bool = False
+    """Start the assistant's reply with `<think>` / `<action>` (part of the prompt, never trained):
+    keeps small instruct models that ignore the format on it."""
 
 
 @dataclass
@@ -141,6 +144,7 @@ def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> l
     lines.append(f"Step {view.step + 1}. Observation: {_clip(view.observation, cfg.max_observation_chars)}")
     if cfg.show_admissible and view.admissible:
         lines.append("Admissible actions: " + ", ".join(view.admissible[: cfg.max_admissible]))
+    lines.append("Your next action?")
     return [{"role": "system", "content": system_message(view.family, cfg)},
             {"role": "user", "content": "\n".join(lines)}]
 
@@ -158,7 +162,15 @@ def judge_messages(family: str, task: str, strategy: str | None, steps: Sequence
     ]
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Prompt token ids: the chat template applied with a generation prompt, tokenized once."""
+def render(tokenizer: Any, messages: list[dict[str, str]], prime: str = "") -> list[int]:
+    """Prompt token ids: the chat template applied with a generation prompt (then `prime`, the start
+    of the reply), tokenized once."""
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text + prime, add_special_tokens=False)["input_ids"])
+
+
+def step_prime(cfg: PromptConfig) -> str:
+    """The forced start of a step reply ('' when priming is off)."""
+    if not cfg.prime:
+        return ""
+    return "<think>" if cfg.think else "<action>"

@@ -35,6 +35,8 @@ def eval_cmd(
     max_steps: int = typer.Option(None, help="Horizon (default: the env's)."),
     workers: int = typer.Option(None, help="Env worker processes (default: one per two cores)."),
     seed: int = typer.Option(0, help="Seed."),
+    prime: bool = typer.Option(False, "--prime", help="Start each reply with <action> (instruct models)."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Path = typer.Option(None, help="Also write every trajectory to this JSONL file."),
 ) -> None:
@@ -45,7 +47,7 @@ def eval_cmd(
 
     cfg = load_config(EvalConfig, data=dict(
         model=model, env=env, split=split, episodes=episodes, start=start, agent=agent, strategy=strategy,
-        engine=engine, max_steps=max_steps, workers=workers, seed=seed))
+        engine=engine, max_steps=max_steps, workers=workers, seed=seed, prime=prime, temperature=temperature))
     report, trajs = evaluate(cfg)
     if out:
         out.write_bytes(b"".join(to_json(t) + b"\n" for t in trajs))

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..agent.memory import Budget, fit_step_prompt, remember
 from ..agent.parse import match_admissible, parse_step
-from ..agent.prompts import PromptConfig, StepView
+from ..agent.prompts import PromptConfig, StepView, step_prime
 from ..engines.base import Completion, Engine, SamplingParams
 from ..envs.pool import EnvPool, EnvReply
 from ..types import Step, Task, Trajectory, Turn
@@ -144,7 +144,7 @@ def _advance(pool: EnvPool, ready: list[_Live], prompts: list[list[int]], comple
     """Parse every response, step the valid actions as one batch, record the steps."""
     to_env: list[tuple[_Live, Step]] = []
     for lv, ids, comp in zip(ready, prompts, completions, strict=True):
-        step = _parse_into_step(lv, ids, comp)
+        step = _parse_into_step(lv, ids, comp, step_prime(cfg.prompt))
         if step.valid:
             to_env.append((lv, step))
         else:
@@ -166,10 +166,15 @@ def _advance(pool: EnvPool, ready: list[_Live], prompts: list[list[int]], comple
         _record(lv, step, cfg, env_reply=reply)
 
 
-def _parse_into_step(lv: _Live, prompt_ids: list[int], comp: Completion) -> Step:
-    parsed = parse_step(comp.text)
+def _parse_into_step(lv: _Live, prompt_ids: list[int], comp: Completion, prime: str) -> Step:
+    parsed = parse_step(prime + comp.text)
     step = Step(prompt_ids=prompt_ids, response_ids=list(comp.token_ids), logprobs=list(comp.logprobs),
                 text=comp.text, finish_reason=comp.finish_reason, thought=parsed.thought, anchor=lv.env_obs)
+    if not parsed.ok and lv.view.admissible:
+        # no tags at all, but the reply's first line is itself an admissible action: accept it
+        first = next((ln for ln in comp.text.splitlines() if ln.strip()), "")
+        if match_admissible(first, lv.view.admissible) is not None:
+            parsed.action, parsed.ok = " ".join(first.split()), True
     if not parsed.ok or not parsed.action:
         step.valid, step.info = False, {"why": parsed.error or "no action"}
         return step
