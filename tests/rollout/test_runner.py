@@ -42,7 +42,7 @@ def test_two_by_two_group_rollout_is_token_exact(engine, tiny_tokenizer, pool, t
     groups = sample_groups(rec, tiny_tokenizer, pool, tasks, GroupConfig(strategy=True, n_strategies=2, n_rollouts=2,
                                                                          candidates=2), rcfg, seed=0)
     sampled = {tuple(p): [] for prompts, _, _ in rec.calls for p in prompts}
-    for prompts, params, outs in rec.calls:
+    for prompts, _, outs in rec.calls:
         for c in outs:
             sampled[tuple(prompts[c.prompt_index])].append(tuple(c.token_ids))
     assert [len(g.strategies) for g in groups] == [2, 2] and [len(g.flat) for g in groups] == [4, 4]
