@@ -152,6 +152,8 @@ class Advantages:
     """Value targets per step for a critic (step-GAE), same shape as `steps`."""
     token_advantages: list[list[list[list[float]]]] | None = None
     """Per-token advantages `[g][k][t][token]` for token-level estimators (classic PPO GAE)."""
+    token_returns: list[list[list[list[float]]]] | None = None
+    """Per-token value targets `[g][k][t][token]` (classic PPO GAE)."""
 
 
 @dataclass(kw_only=True)
@@ -172,8 +174,8 @@ class Sample:
     """The engine's logprobs for the response tokens, aligned like `old_logprobs`."""
     token_advantages: list[float] | None = None
     """Per-token advantages (token-level GAE); overrides `advantage` where present."""
-    returns: float | None = None
-    """Value target for the critic at this row (step-GAE)."""
+    returns: float | list[float] | None = None
+    """Critic target: one value for the row (step-GAE) or one per response token (token GAE)."""
     weight: float = 1.0
     """Multiplies this row's loss (STeCa weights, SFT sample weights)."""
     uid: str = ""

@@ -375,7 +375,7 @@ def gae(groups: list[Group], cfg: AdvantageConfig, values: list[list[list[list[f
         tok_adv = _reshape4(flat, tok_adv)
     steps = [[[sum(s) / len(s) if s else 0.0 for s in a] for a in ga] for ga in tok_adv]
     returns = [[[s[0] if s else 0.0 for s in r] for r in gr] for gr in tok_ret]
-    return Advantages(steps=steps, token_advantages=tok_adv, returns=returns)
+    return Advantages(steps=steps, token_advantages=tok_adv, returns=returns, token_returns=tok_ret)
 
 
 def _split(flat: list[float], like: list[list[float]]) -> list[list[float]]:

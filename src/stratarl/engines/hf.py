@@ -118,6 +118,12 @@ class HFEngine:
             self.weights = extract_weights(self.model, self.dtype)
             self.prefix.clear()
 
+    def clear_cache(self) -> None:
+        """Forget cached prefixes (a training run does this each iteration, so that resuming from a
+        checkpoint, with its empty cache, samples exactly what the uninterrupted run sampled)."""
+        with self._driver:
+            self.prefix.clear()
+
     def close(self) -> None:
         self._kv = None
         self.prefix.clear()

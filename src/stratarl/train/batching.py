@@ -36,7 +36,9 @@ class Batch:
     engine_logp_BT: torch.Tensor | None
     """Engine logprobs, when known."""
     returns_B: torch.Tensor | None
-    """Critic targets, when known."""
+    """Critic targets per row (step-GAE), when known."""
+    returns_BT: torch.Tensor | None
+    """Critic targets per trained token (token GAE), when known."""
     value_index_B: torch.Tensor
     """Index of each row's last prompt token (where the critic reads the state value)."""
 
@@ -63,6 +65,11 @@ def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
     width = max(s.num_tokens for s in samples)
     advs = [s.token_advantages if s.token_advantages is not None else [s.advantage] * s.num_tokens for s in samples]
     returns = [s.returns for s in samples]
+    row_returns = None if any(r is None or isinstance(r, list) for r in returns) else torch.tensor(returns)
+    token_returns = None
+    if all(isinstance(r, list) for r in returns):
+        token_returns = _pad([[0.0] * (s.num_tokens - len(r)) + r for s, r in zip(samples, returns, strict=True)],
+                             width, 0.0, torch.float32)
     return Batch(
         input_ids_BT=_pad([s.input_ids for s in samples], width, pad_id, torch.long),
         attention_mask_BT=_pad([[1] * s.num_tokens for s in samples], width, 0, torch.long),
@@ -72,7 +79,8 @@ def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
         old_logp_BT=_opt(samples, "old_logprobs", width),
         ref_logp_BT=_opt(samples, "ref_logprobs", width),
         engine_logp_BT=_opt(samples, "engine_logprobs", width),
-        returns_B=None if any(r is None for r in returns) else torch.tensor(returns, dtype=torch.float32),
+        returns_B=row_returns.float() if row_returns is not None else None,
+        returns_BT=token_returns,
         value_index_B=torch.tensor([_last_prompt_index(s) for s in samples], dtype=torch.long),
     )
 

@@ -5,24 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..algos.advantages import AdvantageConfig
+from ..algos.losses import LossConfig
+from ..engines import EngineConfig
+from ..rollout.diversity import DiversityConfig
 from ..rollout.groups import GroupConfig
 from ..rollout.horizon import HorizonConfig
+from ..rollout.judge import JudgeConfig
 from ..rollout.runner import RunnerConfig
+from .data import DynamicSamplingConfig
 from .samples import SampleConfig
-
-
-@dataclass
-class ModelSection:
-    """The policy and how it generates."""
-
-    name: str = "tiny"
-    """Model name (`tiny`, `smollm2-135m`) or a local HF checkpoint directory."""
-    engine: str = "hf"
-    """Rollout engine: `hf` (in-process), `vllm`, or `openai` (evaluation only)."""
-    bf16: Literal["auto", "on", "off"] = "auto"
-    """bf16 autocast in the trainer: `auto` uses it where the CPU has AMX / AVX-512-BF16."""
-    engine_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    """Engine weights' dtype (`auto`: bf16 where supported)."""
+from .sft import SFTConfig
 
 
 @dataclass
@@ -56,19 +49,41 @@ class RolloutSection:
 
 
 @dataclass
+class StrategySection:
+    """StraTA's strategy-level components."""
+
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    """Farthest-point selection of σ·N candidate strategies (σ = `rollout.group.candidates`)."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """Critical self-judgment."""
+
+
+@dataclass
+class AlgoSection:
+    """Estimator, losses and training rows."""
+
+    estimator: str = "grpo"
+    """grpo, drgrpo, rloo, reinforce_pp, gigpo, strata, step_gae, gae, mt_grpo."""
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    """Options of the estimators."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Policy loss, aggregation, KL, entropy, importance correction."""
+    samples: SampleConfig = field(default_factory=SampleConfig)
+    """Which rows are trained."""
+
+
+@dataclass
 class OptimSection:
     """Optimizer and PPO epochs."""
 
     lr: float = 1e-5
     """Peak learning rate (AdamW)."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """Decay after warm-up, over `TrainConfig.iterations` updates."""
+    """Decay after warm-up, over all optimizer steps of the run."""
     warmup_steps: int = 0
     """Optimizer steps of linear warm-up from 0."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """AdamW betas."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
     epochs: int = 1
@@ -78,16 +93,18 @@ class OptimSection:
     micro_batch_tokens: int = 16384
     """Padded tokens per micro-batch (gradient accumulation splits a mini-batch into these)."""
     max_bad_updates: int = 3
-    """Stop the run after this many consecutive non-finite updates (each is skipped)."""
+    """Stop after this many consecutive skipped (non-finite) optimizer steps."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast in the trainer (`auto`: where the CPU has AMX / AVX-512-BF16)."""
 
 
 @dataclass
 class CriticSection:
-    """The critic used by step-GAE (StepPO) and token-level GAE (PPO)."""
+    """The critic of step-GAE (StepPO) and token-level GAE (PPO)."""
 
     kind: Literal["auto", "none", "head", "separate"] = "auto"
-    """`head`: a value head on the policy; `separate`: a second copy of the model; `auto`: a head
-    when the estimator needs values, none otherwise."""
+    """`head`: a value head on the policy; `separate`: a second copy of the model with its own head;
+    `auto`: a head when the estimator needs values, none otherwise."""
     lr: float = 1e-4
     """Learning rate of the critic's own parameters."""
     coef: float = 0.5
@@ -98,14 +115,16 @@ class CriticSection:
 
 @dataclass
 class EvalSection:
-    """Held-out evaluation during training."""
+    """Held-out evaluation."""
 
     every: int = 0
-    """Evaluate every K iterations (0 = only when asked)."""
+    """Evaluate every K iterations during RL (0 = never in between)."""
     split: str = "test"
     """Split to evaluate on."""
     episodes: int = 50
-    """Episodes per evaluation."""
+    """Episodes per in-training evaluation."""
+    final_episodes: int = 0
+    """Episodes of the before/after evaluations (after warm-up SFT and after RL); 0 skips them."""
     temperature: float = 0.0
     """Sampling temperature (0 = greedy)."""
 
@@ -135,12 +154,50 @@ class LoggingSection:
 
 
 @dataclass
-class AlgoSection:
-    """Which estimator and losses, with all their options."""
+class WarmupSection:
+    """Supervised warm-up before RL (skipped when `enabled` is false)."""
 
-    estimator: str = "grpo"
-    """Advantage estimator: grpo, drgrpo, rloo, reinforce_pp, gigpo, strata, step_gae, gae, mt_grpo."""
-    samples: SampleConfig = field(default_factory=SampleConfig)
-    """Which rows are trained."""
-    kl_coef: float = 0.0
-    """β of the KL penalty to the reference policy (0 disables the reference model entirely)."""
+    enabled: bool = False
+    """Run SFT before the first RL iteration (the result is checkpoint `sft`)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The SFT settings (`sft.model` is ignored: the run's `model` is used)."""
+
+
+@dataclass
+class TrainConfig:
+    """`stratarl train`: (warm-up SFT), RL iterations, evaluation, checkpoints, report."""
+
+    name: str = "run"
+    """Run name: output goes to `<out_dir>/<name>/`."""
+    out_dir: str = "runs"
+    """Where runs are written."""
+    seed: int = 0
+    """Seed of everything: task order, sampling, mini-batch order, initialisation of heads."""
+    iterations: int = 10
+    """RL iterations."""
+    model: str = "tiny"
+    """Model name (`tiny`, `smollm2-135m`) or a local HF checkpoint directory."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine."""
+    env: EnvSection = field(default_factory=EnvSection)
+    """Tasks."""
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    """Rollouts."""
+    strategy: StrategySection = field(default_factory=StrategySection)
+    """StraTA's diversity and self-judgment."""
+    algo: AlgoSection = field(default_factory=AlgoSection)
+    """Estimator and losses."""
+    optim: OptimSection = field(default_factory=OptimSection)
+    """Optimizer."""
+    critic: CriticSection = field(default_factory=CriticSection)
+    """Critic (value-based estimators)."""
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    """Adaptive batch filling."""
+    warmup: WarmupSection = field(default_factory=WarmupSection)
+    """Supervised warm-up."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """Held-out evaluation."""
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    """Checkpoints."""
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    """Logs."""

@@ -26,6 +26,8 @@ class ForwardOut:
     """Entropy of the predictive distribution at trained positions, when asked for."""
     values_B: torch.Tensor | None
     """Critic value at each row's last prompt token, when a value head is given."""
+    values_BT: torch.Tensor | None = None
+    """Critic value before each trained token (token GAE), when asked for."""
 
 
 def bf16_supported() -> bool:
@@ -51,7 +53,7 @@ def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head: nn.Module | None = None,
-            bf16: bool = False) -> ForwardOut:
+            bf16: bool = False, token_values: bool = False) -> ForwardOut:
     """Logprobs of the trained tokens of `batch` under `model` (and entropy / values on request)."""
     backbone, head = _backbone_and_head(model)
     ids, attn = batch.input_ids_BT, batch.attention_mask_BT
@@ -72,11 +74,14 @@ def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head
     if entropy:
         ent = -(logp_all.exp() * logp_all).sum(-1)
         ent_BT = torch.zeros(ids.shape, dtype=torch.float32).index_put((b_idx, t_idx + 1), ent)
-    values = None
+    values, values_BT = None, None
     if value_head is not None:
         state = hidden[torch.arange(ids.shape[0]), batch.value_index_B]
         values = value_head(state.float()).squeeze(-1)
-    return ForwardOut(logp_BT=logp_BT, entropy_BT=ent_BT, values_B=values)
+        if token_values:
+            v = value_head(h.float()).squeeze(-1)
+            values_BT = torch.zeros(ids.shape, dtype=torch.float32).index_put((b_idx, t_idx + 1), v)
+    return ForwardOut(logp_BT=logp_BT, entropy_BT=ent_BT, values_B=values, values_BT=values_BT)
 
 
 def make_value_head(model: nn.Module, seed: int = 0) -> nn.Linear:

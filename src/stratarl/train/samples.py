@@ -67,7 +67,9 @@ def _trajectory_rows(traj: Trajectory, step_adv: list[float], adv: Advantages, g
         if adv.token_advantages is not None:
             n_prompt = len(step.prompt_ids)
             row.token_advantages = [0.0] * n_prompt + list(adv.token_advantages[g][k][t])[: len(row.input_ids) - n_prompt]
-        if adv.returns is not None:
+        if adv.token_returns is not None:
+            row.returns = list(adv.token_returns[g][k][t])
+        elif adv.returns is not None:
             row.returns = adv.returns[g][k][t]
         rows.append(row)
     return rows

@@ -1,0 +1,100 @@
+"""`stratarl train CONFIG`: warm-up SFT (optional) -> evaluation -> RL -> evaluation -> report.
+
+Every step writes into `runs/<name>/`: `config.yaml`, `checkpoints/sft`, `checkpoints/<iteration>`,
+`metrics.jsonl`, `trajectories/`, `eval_before.json` / `eval_after.json`, `report.md` and plots.
+`--resume` continues from the last complete checkpoint and gives the same weights and metrics as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import UserError
+from ..models import load_model, load_tokenizer, resolve_model
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .logging import progress as make_progress
+from .rl import IterationLog, TrainingStopped, evaluate_policy, train_loop
+from .sft import load_rows, train_rows
+from .state import build_state, close
+
+
+def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
+    """Supervised warm-up from the configured model; the result is checkpoint `sft` of the run."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    existing = run_dir / "checkpoints" / "sft"
+    if (existing / "config.json").is_file():
+        return existing
+    sft = cfg.warmup.sft
+    path = resolve_model(cfg.model)
+    tokenizer, model = load_tokenizer(path), load_model(path)
+    rcfg = dataclasses.replace(cfg.rollout.runner, max_steps=sft.max_steps, prompt=cfg.rollout.runner.prompt)
+    rcfg = dataclasses.replace(rcfg, context=min(rcfg.context, int(model.config.max_position_embeddings)))
+    rows, trajs = load_rows(sft, tokenizer, rcfg)
+    with make_progress(console, transient=True) as prog:
+        stats = train_rows(model, rows, sft, tokenizer.pad_token_id, prog)
+    won = sum(t.won for t in trajs)
+    (run_dir).mkdir(parents=True, exist_ok=True)
+    (run_dir / "sft.json").write_bytes(orjson.dumps({**stats.__dict__, "gold_episodes": len(trajs), "gold_won": won},
+                                                     option=orjson.OPT_INDENT_2))
+    if console:
+        console.print(f"[bold]warm-up SFT[/]: {stats.rows} rows from {len(trajs)} gold episodes, {stats.steps} steps, "
+                      f"loss {stats.first_loss:.3f} -> {stats.last_loss:.3f} ({stats.seconds:.0f}s)")
+    return ckpt.save_checkpoint(run_dir, "sft", model, tokenizer, {"sft": stats.__dict__})
+
+
+def _evaluate(state: Any, name: str, episodes: int, console: Any) -> dict:
+    log = IterationLog()
+    with console.status(f"evaluating ({name}) on {episodes} held-out episodes ...") if console else nullcontext():
+        rep = evaluate_policy(state, episodes, log, prefix=name)
+    rep["seconds"] = log.metrics.get("time/eval", 0.0)
+    (state.run_dir / f"eval_{name}.json").write_bytes(orjson.dumps(rep, option=orjson.OPT_INDENT_2))
+    if console:
+        console.print(f"[bold]{name}[/]: success {100 * rep['success_rate']:.1f}% "
+                      f"[{100 * rep['success_ci95'][0]:.1f}, {100 * rep['success_ci95'][1]:.1f}] over {rep['episodes']} episodes")
+    return rep
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, overwrite: bool = False) -> Path:
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if resume:
+        last = ckpt.latest_checkpoint(run_dir)
+        if last is None or last.name in ("sft", "last_good"):
+            raise UserError(f"nothing to resume in {run_dir}: no RL checkpoint under {run_dir / 'checkpoints'}")
+        state = build_state(cfg, last, ckpt.load_state(last))
+    else:
+        if (run_dir / "checkpoints").exists() and not overwrite:
+            raise UserError(f"{run_dir} already holds a run: use --resume to continue it, or --overwrite / another name")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        start = warmup_sft(cfg, console) if cfg.warmup.enabled else resolve_model(cfg.model)
+        state = build_state(cfg, start)
+        if cfg.eval.final_episodes:
+            _evaluate(state, "before", cfg.eval.final_episodes, console)
+    try:
+        with make_progress(console) as prog:
+            train_loop(state, prog if cfg.logging.progress else None)
+        if cfg.eval.final_episodes:
+            _evaluate(state, "after", cfg.eval.final_episodes, console)
+    except TrainingStopped as e:
+        raise UserError(str(e)) from None
+    finally:
+        close(state)
+    _report(run_dir, console)
+    return run_dir
+
+
+def _report(run_dir: Path, console: Any) -> None:
+    try:
+        from ..report import write_report
+    except ImportError:  # pragma: no cover - report module missing
+        return
+    path = write_report(run_dir)
+    if console:
+        console.print(f"report: {path}  ·  browse episodes: stratarl view {run_dir}")

@@ -1,0 +1,254 @@
+"""Supervised fine-tuning: `stratarl sft CONFIG`, and the warm-up stage of `stratarl train`.
+
+Data sources (`data.source`):
+- `gold`: the env's gold action sequences replayed through the agent's own prompts
+  (`rollout.expert`), optionally with warm-up strategies built from the first observation only;
+- `trajectories`: a JSONL file of `Trajectory` records — rows use their recorded token ids, and
+  records without ids (e.g. `stratarl envs gold` output) are replayed like `gold`;
+- `messages`: a JSONL file of OpenAI-format conversations (`{"messages": [...]}`); the loss is on
+  assistant turns, plus tool/user observations after the first user turn when `mask_observations`
+  is false (AutoCoA stage 3: an implicit world model).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import torch
+
+from ..agent.prompts import PromptConfig
+from ..algos.losses import sft_loss
+from ..envs.pool import EnvPool
+from ..envs.registry import get_spec, make_tasks
+from ..errors import UserError
+from ..types import Sample, Trajectory, Turn, from_dict
+from .batching import collate, micro_batches
+from .policy import bf16_supported, forward
+
+
+@dataclass
+class SFTDataConfig:
+    """Where SFT rows come from."""
+
+    source: Literal["gold", "trajectories", "messages"] = "gold"
+    """`gold` (env expert paths), `trajectories` (Trajectory JSONL) or `messages` (OpenAI chat JSONL)."""
+    env: str = "twx:cookingworld"
+    """Environment id for `gold`."""
+    split: str = "train"
+    """Split for `gold`."""
+    tasks: int = 200
+    """Number of gold episodes."""
+    start: int = 0
+    """First task index for `gold`."""
+    path: str = ""
+    """JSONL file for `trajectories` / `messages`."""
+    strategies: bool = False
+    """Attach a warm-up strategy to each gold episode (from the task text and first observation only)."""
+
+
+@dataclass
+class SFTConfig:
+    """`stratarl sft`: supervised fine-tuning."""
+
+    name: str = "sft"
+    """Run name: output goes to `<out_dir>/<name>/`."""
+    out_dir: str = "runs"
+    """Where runs are written."""
+    seed: int = 0
+    """Seed of shuffling."""
+    model: str = "tiny"
+    """Model name or checkpoint directory to start from."""
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    """The data."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt layout (must match the one used at RL/evaluation time)."""
+    max_steps: int = 60
+    """Longest expert episode replayed."""
+    epochs: int = 3
+    """Passes over the rows."""
+    lr: float = 5e-4
+    """Peak learning rate (AdamW), with linear decay to 10% over the run."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    batch_rows: int = 32
+    """Rows per optimizer step."""
+    micro_batch_tokens: int = 16384
+    """Padded tokens per micro-batch."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    mask_observations: bool = True
+    """`messages` data: train on assistant turns only (True) or on observations too (False)."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast."""
+    workers: int | None = None
+    """Env workers for `gold` replays."""
+
+
+def use_bf16(flag: str) -> bool:
+    return flag == "on" or (flag == "auto" and bf16_supported())
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Trajectory]:
+    """Expert episodes replayed through the agent's prompts (see module docstring)."""
+    from ..rollout.expert import expert_episodes, warmup_strategy
+
+    if not get_spec(cfg.data.env.split("?")[0]).has_expert:
+        raise UserError(f"{cfg.data.env} has no gold action sequences")
+    tasks = make_tasks(cfg.data.env, cfg.data.split, n=cfg.data.tasks, start=cfg.data.start)
+    with EnvPool(num_workers=cfg.workers) as pool:
+        plans = [pool.expert_actions(t) or [] for t in tasks]
+        strategies = None
+        if cfg.data.strategies:
+            firsts = pool.reset(tasks)
+            pool.release(r.episode for r in firsts)
+            rng = random.Random(cfg.seed)
+            strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
+        return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies)
+
+
+def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0) -> list[Sample]:
+    """One SFT row per step and per strategy turn, from the recorded ids."""
+    rows = []
+    for t in trajs:
+        turns: list[tuple[Turn, int]] = [(t.strategy, -1)] if t.strategy else []
+        turns += [(s, i) for i, s in enumerate(t.steps)]
+        for turn, idx in turns:
+            if turn.prompt_ids and turn.response_ids:
+                n = len(turn.prompt_ids)
+                rows.append(Sample(input_ids=list(turn.prompt_ids) + list(turn.response_ids),
+                                   loss_mask=[0] * n + [1] * len(turn.response_ids), weight=weight, uid=t.uid,
+                                   step_index=idx, kind="sft"))
+    return rows
+
+
+def message_rows(path: Path, tokenizer: Any, mask_observations: bool) -> list[Sample]:
+    """Rows from OpenAI-format conversations: each message's tokens are the difference between the
+    template rendered up to it and up to the one before."""
+    rows = []
+    for n, line in enumerate(path.read_bytes().splitlines()):
+        if not line.strip():
+            continue
+        msgs = orjson.loads(line).get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise UserError(f"{path}:{n + 1}: each line needs a non-empty 'messages' list")
+        ids, mask, seen_user = [], [], False
+        for i, m in enumerate(msgs):
+            upto = tokenizer(tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False), add_special_tokens=False)["input_ids"]
+            piece = upto[len(ids):]
+            trained = m["role"] == "assistant" or (not mask_observations and seen_user and m["role"] in ("user", "tool"))
+            seen_user = seen_user or m["role"] == "user"
+            ids += piece
+            mask += [int(trained)] * len(piece)
+        rows.append(Sample(input_ids=ids, loss_mask=mask, uid=f"{path.name}:{n}", kind="sft"))
+    return rows
+
+
+def load_rows(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> tuple[list[Sample], list[Trajectory]]:
+    src = cfg.data.source
+    if src == "gold":
+        trajs = gold_trajectories(cfg, tokenizer, rcfg)
+        return trajectory_rows(trajs), trajs
+    path = Path(cfg.data.path)
+    if not path.is_file():
+        raise UserError(f"SFT data file not found: {path}")
+    if src == "messages":
+        return message_rows(path, tokenizer, cfg.mask_observations), []
+    trajs = [from_dict(Trajectory, orjson.loads(ln)) for ln in path.read_bytes().splitlines() if ln.strip()]
+    return trajectory_rows(trajs), trajs
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTStats:
+    """What an SFT run did."""
+
+    rows: int
+    """Training rows."""
+    tokens: int
+    """Trained tokens per epoch."""
+    steps: int
+    """Optimizer steps."""
+    first_loss: float
+    """Mean loss of the first optimizer steps."""
+    last_loss: float
+    """Mean loss of the last optimizer steps."""
+    seconds: float
+    """Wall time."""
+
+
+def train_rows(model: torch.nn.Module, rows: list[Sample], cfg: SFTConfig, pad_id: int,
+               progress: Any = None) -> SFTStats:
+    """AdamW over `rows` for `cfg.epochs` epochs (seeded shuffles), exact gradient accumulation."""
+    if not rows:
+        raise UserError("no SFT rows: the data produced no trainable tokens")
+    t0 = time.time()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = -(-len(rows) // cfg.batch_rows)
+    total = per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(0.1, 1 - s / total))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bf16, losses = use_bf16(cfg.bf16), []
+    task = progress.add_task("SFT", total=total, status="") if progress else None
+    model.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(rows), generator=gen).tolist()
+        for lo in range(0, len(rows), cfg.batch_rows):
+            losses.append(_sft_step(model, opt, [rows[i] for i in order[lo:lo + cfg.batch_rows]], cfg, pad_id, bf16))
+            sched.step()
+            if progress:
+                progress.update(task, advance=1, status=f"loss {losses[-1]:.3f}")
+    model.eval()
+    k = max(1, min(10, len(losses) // 5))
+    return SFTStats(rows=len(rows), tokens=sum(sum(r.loss_mask) for r in rows), steps=len(losses),
+                    first_loss=sum(losses[:k]) / k, last_loss=sum(losses[-k:]) / k, seconds=time.time() - t0)
+
+
+def _sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: list[Sample], cfg: SFTConfig, pad_id: int,
+              bf16: bool) -> float:
+    batch = sorted(batch, key=lambda s: s.num_tokens)
+    totals = {"total_tokens": float(sum(sum(s.loss_mask) for s in batch)) or 1.0}
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for chunk in micro_batches(batch, cfg.micro_batch_tokens):
+        b = collate(chunk, pad_id)
+        out = forward(model, b, bf16=bf16)
+        loss = sft_loss(out.logp_BT, b.loss_mask_BT, b.weights_B, "token-mean", **totals)
+        loss.backward()
+        total += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return total
+
+
+def run_sft(cfg: SFTConfig, console: Any = None) -> Path:
+    """`stratarl sft`: train and write `<out_dir>/<name>/checkpoints/final` (HF format)."""
+    from ..config import to_dict
+    from ..models import load_model, load_tokenizer, resolve_model
+    from ..rollout.runner import RunnerConfig
+    from .checkpoint import save_checkpoint
+    from .logging import progress as make_progress
+
+    path = resolve_model(cfg.model)
+    tokenizer, model = load_tokenizer(path), load_model(path)
+    rcfg = RunnerConfig(max_steps=cfg.max_steps, prompt=cfg.prompt, context=model.config.max_position_embeddings)
+    rows, _ = load_rows(cfg, tokenizer, rcfg)
+    with make_progress(console) as prog:
+        stats = train_rows(model, rows, cfg, tokenizer.pad_token_id, prog)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    out = save_checkpoint(run_dir, "final", model, tokenizer, {"sft_stats": stats.__dict__, "config": to_dict(cfg)})
+    if console:
+        console.print(f"SFT: {stats.rows} rows, {stats.steps} steps, loss {stats.first_loss:.3f} -> {stats.last_loss:.3f} "
+                      f"in {stats.seconds:.0f}s; checkpoint {out}")
+    return out
