@@ -97,7 +97,7 @@ def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig) -> No
             traj.steps.append(Step(prompt_ids=prompt, response_ids=ids, logprobs=[0.0] * len(ids), text=text,
                                    action=action, anchor=view.observation))
             batch.append((episode, traj, view, action))
-        for (episode, traj, view, action), r in zip(batch, pool.step([(b[0], b[3]) for b in batch]), strict=True):
+        for (_, traj, view, action), r in zip(batch, pool.step([(b[0], b[3]) for b in batch]), strict=True):
             step = traj.steps[-1]
             step.observation, step.reward, step.done = r.observation, r.reward, r.done
             step.info = {"score": r.info.get("score", 0.0), "won": bool(r.info.get("won", False))}
