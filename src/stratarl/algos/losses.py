@@ -47,7 +47,8 @@ class LossConfig:
     kl_clamp: float = 10.0
     """The per-token KL estimate is clamped to ±this."""
     kl_in_reward: bool = False
-    """Put −β·KL into the rewards (`kl_reward_shaping`) instead of the loss."""
+    """Put −β·KL into the rewards instead of the loss: `policy_objective` leaves it out of the loss,
+    `kl_reward_shaping` gives the per-token reward term."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (0: off)."""
     importance_correction: bool = True
@@ -108,8 +109,9 @@ def _clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip_low: float, 
 def ppo_clip_loss(logp_BT: torch.Tensor, old_BT: torch.Tensor, adv_BT: torch.Tensor, clip_low: float = 0.2,
                   clip_high: float = 0.2, dual_clip: float = 3.0, clamp: float = 20.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO-clip per token: ρ = exp(clamp(logp − old, ±clamp)), ℓ = −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A),
-    and for A < 0 the dual clip ℓ = min(ℓ, −cA). Returns (ℓ_BT, clipped_BT)."""
+    """PPO-clip per token: ρ = exp(clamp(logp − old, ±clamp)),
+    ℓ = −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A), and for A < 0 the dual clip ℓ = min(ℓ, −cA).
+    Returns (ℓ_BT, clipped_BT)."""
     ratio = torch.exp((logp_BT - old_BT).clamp(-clamp, clamp))
     return _clipped_surrogate(ratio, adv_BT, clip_low, clip_high, dual_clip)
 
