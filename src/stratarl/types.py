@@ -80,7 +80,8 @@ class Step(Turn):
     reward: float = 0.0
     """Environment reward for this step."""
     penalty: float = 0.0
-    """Sum of penalties on this step (invalid action, self-judgment, format); positive numbers."""
+    """Sum of the runner's penalties on this step (invalid action, format), positive; the self-judge's
+    verdict is `judged`, never a penalty here."""
     done: bool = False
     """The environment ended the episode at this step."""
     info: dict[str, Any] = field(default_factory=dict)

@@ -86,3 +86,32 @@ def test_strata_with_judge_and_diversity(tmp_path):
     assert "strategy/similarity_before" in row
     line = (run / "trajectories" / "0.jsonl").read_bytes().splitlines()[0]
     assert orjson.loads(line)["strategy"]["response_ids"]
+
+
+def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    """An estimator that returns NaN: every update is skipped (weights untouched), and after
+    `max_bad_updates` in a row the run stops with a message and a `last_good` checkpoint."""
+    from stratarl.algos import advantages as A
+    from stratarl.models import resolve_model
+
+    def nan_estimator(groups, cfg, values=None):
+        adv = A.grpo(groups, cfg)
+        adv.steps = [[[float("nan")] * len(t) for t in g] for g in adv.steps]
+        return adv
+
+    monkeypatch.setitem(A.ESTIMATORS, "nan_test", nan_estimator)
+    cfg = _cfg(tmp_path, "nan", iterations=5, algo={"estimator": "nan_test"},
+               optim={**SMALL["optim"], "max_bad_updates": 3})
+    with pytest.raises(UserError, match="3 non-finite updates in a row"):
+        run_training(cfg)
+    rows = read_metrics(tmp_path / "nan")
+    assert [r["train/skipped"] for r in rows] == [1, 1, 1]
+    good = load_file(tmp_path / "nan" / "checkpoints" / "last_good" / "model.safetensors")
+    start = load_file(resolve_model("tiny") / "model.safetensors")
+    assert all(torch.equal(good[k], start[k]) for k in start)
+
+
+def test_separate_critic(tmp_path):
+    run = run_training(_cfg(tmp_path, "sep", iterations=1, algo={"estimator": "step_gae"}, critic={"kind": "separate"}))
+    (row,) = read_metrics(run)
+    assert row["train/value_loss"] > 0 and row["train/steps"] == 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import lookup
 
@@ -58,6 +58,11 @@ TEMPLATES: dict[str, Template] = {
 class PromptConfig:
     """How step and strategy prompts are built."""
 
+    mode: Literal["window", "chat"] = "window"
+    """`window`: each step prompt is rebuilt with the last `history` steps. `chat`: one growing
+    conversation — each prompt is the previous prompt + the sampled response + the new observation,
+    so the engine's prefix cache recomputes only the new turn and training packs a trajectory's steps
+    into one row."""
     history: int = 2
     """Past steps (observation, action) shown in the step prompt; -1 shows all of them."""
     think: bool = False
@@ -103,6 +108,12 @@ class StepView:
     """All past steps; the prompt shows the last `PromptConfig.history` of them."""
     admissible: list[str] | None = None
     """Admissible actions when the env provides them."""
+    messages: list[dict[str, str]] = field(default_factory=list)
+    """Chat mode: the conversation so far (ends with the latest user turn)."""
+    last_prompt: list[int] | None = None
+    """Chat mode: the ids of the previous step's prompt."""
+    last_response: list[int] | None = None
+    """Chat mode: the ids the model answered it with."""
 
 
 def template(family: str) -> Template:
@@ -147,6 +158,23 @@ def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> l
     lines.append("Your next action?")
     return [{"role": "system", "content": system_message(view.family, cfg)},
             {"role": "user", "content": "\n".join(lines)}]
+
+
+def chat_turn(view: StepView, cfg: PromptConfig, first: bool) -> str:
+    """The user turn of a chat-mode step: task and strategy first, then the observation (and the
+    admissible actions) every turn."""
+    lines = []
+    if first:
+        lines.append(f"Task: {view.task.strip()}")
+        if view.strategy:
+            lines.append(f"Strategy: {view.strategy.strip()}")
+    last = view.history[-1] if view.history else None
+    if last is not None and not last.valid:
+        lines.append("Your last action was not valid.")
+    lines.append(f"Observation: {_clip(view.observation, cfg.max_observation_chars)}")
+    if cfg.show_admissible and view.admissible:
+        lines.append("Admissible actions: " + ", ".join(view.admissible[: cfg.max_admissible]))
+    return "\n".join(lines)
 
 
 def judge_messages(family: str, task: str, strategy: str | None, steps: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

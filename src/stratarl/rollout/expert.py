@@ -101,7 +101,8 @@ def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig) -> No
             step = traj.steps[-1]
             step.observation, step.reward, step.done = r.observation, r.reward, r.done
             step.info = {"score": r.info.get("score", 0.0), "won": bool(r.info.get("won", False))}
-            remember(view, action, True, r.observation, r.info.get("admissible_actions"))
+            remember(view, action, True, r.observation, r.info.get("admissible_actions"), step.prompt_ids,
+                     step.response_ids)
             traj.won, traj.outcome = step.info["won"], float(r.info.get("outcome", 0.0))
             if r.done or r.error:
                 traj.termination = "success" if traj.won else ("env_error" if r.error else "env_done")

@@ -191,12 +191,14 @@ def _record(lv: _Live, step: Step, cfg: RunnerConfig, env_reply: EnvReply | None
     lv.invalid_run = 0 if step.valid else lv.invalid_run + 1
     if env_reply is not None:
         lv.env_obs = env_reply.observation
-        remember(lv.view, step.action, step.valid, env_reply.observation, env_reply.info.get("admissible_actions"))
+        remember(lv.view, step.action, step.valid, env_reply.observation, env_reply.info.get("admissible_actions"),
+                 step.prompt_ids, step.response_ids)
         if env_reply.done:
             _end(lv, "success" if env_reply.info.get("won") else "env_done", env_reply.info, None)
             return
     else:
-        remember(lv.view, step.action or step.text.strip()[:80], False, lv.env_obs, None)
+        remember(lv.view, step.action or step.text.strip()[:80], False, lv.env_obs, None, step.prompt_ids,
+                 step.response_ids)
     if len(lv.traj.steps) >= cfg.max_steps:
         _end(lv, "max_steps", env_reply.info if env_reply else {}, None)
     elif cfg.max_invalid and lv.invalid_run >= cfg.max_invalid:

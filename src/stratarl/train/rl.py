@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..algos.advantages import NEEDS_VALUES, Advantages, assign, compute_advantages
-from ..algos.losses import kl_penalty
+from ..algos.advantages import NEEDS_VALUES, Advantages, assign, compute_advantages, with_step_penalties
+from ..algos.losses import kl_reward_shaping
 from ..rollout.groups import sample_groups
 from ..rollout.judge import apply_flags, audit, make_judge
 from ..rollout.store import write_groups
@@ -23,7 +23,7 @@ from ..types import Group, Sample, Task
 from .batching import collate, micro_batches
 from .data import FillState, fill_batch, has_signal, take_from_buffer
 from .policy import forward
-from .samples import build_samples
+from .samples import build_samples, pack_samples
 from .state import TrainState, save
 from .update import UpdateStats, ppo_update, score
 
@@ -118,13 +118,35 @@ def judge(state: TrainState, groups: list[Group], log: IterationLog) -> None:
 
 
 def advantages(state: TrainState, groups: list[Group], log: IterationLog) -> Advantages:
+    """The configured estimator; with KL in the reward, each step's β·Σ_t KL(π ‖ π_ref) is added to a
+    copy of its penalty first, so the estimator sees it as part of the reward."""
     values = step_values(state, groups) if state.critic is not None else None
-    adv = compute_advantages(state.cfg.algo.estimator, groups, state.cfg.algo.advantage, values)
+    scored = groups
+    if state.ref_model is not None and state.cfg.algo.loss.kl_in_reward:
+        extra = step_kl(state, groups)
+        scored = with_step_penalties(groups, extra)
+        log.metrics["kl/reward_penalty_mean"] = _mean(x for g in extra for t in g for x in t)
+    adv = compute_advantages(state.cfg.algo.estimator, scored, state.cfg.algo.advantage, values)
     assign(groups, adv)
     flat = [a for g in adv.steps for t in g for a in t]
     log.metrics.update({"adv/mean": _mean(flat), "adv/std": _std(flat), "adv/abs_max": max(map(abs, flat), default=0.0),
                         "adv/zero_fraction": _mean(a == 0.0 for a in flat)})
     return adv
+
+
+@torch.no_grad()
+def step_kl(state: TrainState, groups: list[Group]) -> list:
+    """β·Σ_t KL_t of every step's response under the current policy vs the reference."""
+    loss_cfg = state.cfg.algo.loss
+    rows = [Sample(input_ids=s.prompt_ids + s.response_ids, loss_mask=[0] * len(s.prompt_ids) + [1] * len(s.response_ids))
+            for g in groups for t in g.flat for s in t.steps]
+    budget = state.cfg.optim.micro_batch_tokens
+    score(state.model, rows, state.pad_id, state.bf16, budget, "old_logprobs")
+    score(state.ref_model, rows, state.pad_id, state.bf16, budget, "ref_logprobs")
+    it = iter(-float(kl_reward_shaping(torch.tensor([r.old_logprobs]), torch.tensor([r.ref_logprobs]),
+                                         torch.tensor([r.loss_mask], dtype=torch.float32), loss_cfg.kl_coef,
+                                         loss_cfg.kl_kind, loss_cfg.kl_clamp).sum()) for r in rows)
+    return [[[next(it) for _ in t.steps] for t in g.flat] for g in groups]
 
 
 @torch.no_grad()
@@ -146,7 +168,10 @@ def step_values(state: TrainState, groups: list[Group]) -> list:
 
 def samples(state: TrainState, groups: list[Group], adv: Advantages, log: IterationLog) -> list[Sample]:
     rows = build_samples(groups, adv, state.cfg.algo.samples)
-    log.metrics.update({"samples/rows": len(rows), "samples/tokens": sum(sum(r.loss_mask) for r in rows),
+    steps = len(rows)
+    if state.cfg.algo.loss.loss_agg == "token-mean" and state.critic is None:
+        rows = pack_samples(rows)
+    log.metrics.update({"samples/rows": len(rows), "samples/steps": steps, "samples/tokens": sum(sum(r.loss_mask) for r in rows),
                         "samples/strategy_rows": sum(r.kind == "strategy" for r in rows)})
     return rows
 
@@ -161,25 +186,10 @@ def old_and_ref_logprobs(state: TrainState, rows: list[Sample], log: IterationLo
     diffs = [abs(o - e) for r in rows for o, e, m in zip(r.old_logprobs, r.engine_logprobs or [], r.loss_mask, strict=False) if m]
     log.metrics["mismatch/engine_trainer_abs"] = _mean(diffs)
     log.metrics["mismatch/engine_trainer_max"] = max(diffs, default=0.0)
-    loss_cfg = state.cfg.algo.loss
-    if state.ref_model is not None and loss_cfg.kl_in_reward:
-        _kl_into_rewards(rows, loss_cfg)
-
-
-def _kl_into_rewards(rows: list[Sample], loss_cfg: Any) -> None:
-    """KL in the reward: each trained token's advantage gets −β·KL(old ‖ ref) of that token."""
-    for r in rows:
-        kl = kl_penalty(torch.tensor(r.old_logprobs), torch.tensor(r.ref_logprobs), loss_cfg.kl_kind, loss_cfg.kl_clamp)
-        base = r.token_advantages or [r.advantage] * r.num_tokens
-        r.token_advantages = [a - loss_cfg.kl_coef * k * m for a, k, m in zip(base, kl.tolist(), r.loss_mask, strict=True)]
 
 
 def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateStats:
     o, loss_cfg = state.cfg.optim, state.cfg.algo.loss
-    if loss_cfg.kl_in_reward:
-        import dataclasses
-
-        loss_cfg = dataclasses.replace(loss_cfg, kl_coef=0.0)
     stats = ppo_update(state.model, state.optimizer, state.scheduler, rows, loss_cfg, epochs=o.epochs,
                        minibatches=o.minibatches, token_budget=o.micro_batch_tokens, grad_clip=o.grad_clip,
                        pad_id=state.pad_id, bf16=state.bf16, generator=state.generator, critic=state.critic)

@@ -73,3 +73,43 @@ def _trajectory_rows(traj: Trajectory, step_adv: list[float], adv: Advantages, g
             row.returns = adv.returns[g][k][t]
         rows.append(row)
     return rows
+
+
+def _per_token(s: Sample, name: str) -> list[float]:
+    vals = getattr(s, name)
+    return list(vals) if vals is not None else [0.0] * s.num_tokens
+
+
+def _can_extend(cur: Sample, nxt: Sample) -> bool:
+    n = cur.num_tokens
+    return (nxt.uid == cur.uid and nxt.kind == cur.kind == "action" and nxt.weight == cur.weight
+            and nxt.num_tokens > n and nxt.input_ids[:n] == cur.input_ids)
+
+
+def _merge(cur: Sample, nxt: Sample) -> Sample:
+    """One row holding both: `cur`'s trained tokens are a prefix of `nxt`'s prompt."""
+    n = cur.num_tokens
+    tail = slice(n, nxt.num_tokens)
+    adv_cur = cur.token_advantages if cur.token_advantages is not None else [cur.advantage * m for m in cur.loss_mask]
+    adv_nxt = nxt.token_advantages if nxt.token_advantages is not None else [nxt.advantage * m for m in nxt.loss_mask]
+    merged = Sample(input_ids=list(nxt.input_ids), loss_mask=cur.loss_mask + nxt.loss_mask[tail],
+                    token_advantages=adv_cur + adv_nxt[tail], weight=cur.weight, uid=nxt.uid,
+                    step_index=nxt.step_index, kind="action")
+    for name in ("old_logprobs", "ref_logprobs", "engine_logprobs"):
+        if getattr(cur, name) is not None and getattr(nxt, name) is not None:
+            setattr(merged, name, _per_token(cur, name) + _per_token(nxt, name)[tail])
+    return merged
+
+
+def pack_samples(rows: list[Sample]) -> list[Sample]:
+    """Merge consecutive step rows of one trajectory when each step's prompt extends the previous
+    step's prompt + response (chat mode): one forward pass then trains every step of the trajectory,
+    each response token keeping its own step's advantage. Exactly equivalent under `token-mean`
+    aggregation (same per-token losses, same token count), so the trainer packs only then."""
+    out: list[Sample] = []
+    for r in rows:
+        if out and _can_extend(out[-1], r):
+            out[-1] = _merge(out[-1], r)
+        else:
+            out.append(r)
+    return out

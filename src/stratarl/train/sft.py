@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..types import Sample, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
 from .policy import bf16_supported, forward
+from .samples import pack_samples
 
 
 @dataclass
@@ -127,7 +128,7 @@ def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0) -> list[Sample
                 n = len(turn.prompt_ids)
                 rows.append(Sample(input_ids=list(turn.prompt_ids) + list(turn.response_ids),
                                    loss_mask=[0] * n + [1] * len(turn.response_ids), weight=weight, uid=t.uid,
-                                   step_index=idx, kind="sft"))
+                                   step_index=idx, kind="action" if idx >= 0 else "strategy"))
     return rows
 
 
@@ -157,14 +158,14 @@ def load_rows(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> tuple[list[Sample], 
     src = cfg.data.source
     if src == "gold":
         trajs = gold_trajectories(cfg, tokenizer, rcfg)
-        return trajectory_rows(trajs), trajs
+        return pack_samples(trajectory_rows(trajs)), trajs
     path = Path(cfg.data.path)
     if not path.is_file():
         raise UserError(f"SFT data file not found: {path}")
     if src == "messages":
         return message_rows(path, tokenizer, cfg.mask_observations), []
     trajs = [from_dict(Trajectory, orjson.loads(ln)) for ln in path.read_bytes().splitlines() if ln.strip()]
-    return trajectory_rows(trajs), trajs
+    return pack_samples(trajectory_rows(trajs)), trajs
 
 
 # -- training --------------------------------------------------------------------------------------
