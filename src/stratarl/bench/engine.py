@@ -1,24 +1,37 @@
 """`stratarl bench engine`: the agent workload through the `hf` engine, `transformers` `generate`
 (same dtype) and vLLM when installed, in one process, against the machine's measured matmul roofline.
 
-Workload: `requests` concurrent requests whose prompts (~100 tokens) share a `prefix`-token head
-(the task), then `turns` turns of `new_tokens` sampled tokens each (temperature 1, exactly
-`new_tokens`: stop conditions are ignored), every next prompt being the previous prompt + its
-response + `obs_tokens` observation tokens. Token ids come from real environment text.
+Workload (the shape of an RL rollout round): `requests` concurrent requests whose ~100-token prompts
+share a `prefix`-token head (task + strategy), then `turns` turns of exactly `new_tokens` sampled
+tokens each (temperature 1, stop conditions ignored), every next prompt being the previous prompt +
+its response + `obs_tokens` observation tokens. Token ids come from real environment text.
+
+Every backend first runs a warm-up turn on other prompts (oneDNN builds its kernels per shape on
+first use; vLLM compiles), then its caches are cleared and the timed turns run. `tokens_per_s`
+counts sampled tokens. `fraction_of_roofline` divides the FLOP/s of the work the engine actually
+did (matmuls of every token it ran through the model, logits of sampled positions, attention over
+the keys each token saw; cached prefixes are not recomputed, so not counted) by the best n x n
+matmul FLOP/s measured on this machine in the engine's dtype.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+
+Progress = Callable[[str, int, int], None]
+"""`progress(phase, done, total)`: called as a backend finishes its warm-up and each timed turn."""
 
 
 @dataclass
 class EngineBenchConfig:
-    """The agent workload."""
+    """The agent workload and the backends it runs through."""
 
     model: str = "smollm2-135m"
     """Model name or path."""
@@ -36,6 +49,42 @@ class EngineBenchConfig:
     """Turns."""
     seed: int = 0
     """Seed of the workload and the sampling."""
+    backends: list[str] = field(default_factory=lambda: ["hf", "generate", "vllm"])
+    """Backends to run (`hf`, `generate`, `vllm`); vLLM is skipped where it is not installed."""
+    vllm_eager: bool = False
+    """Run vLLM without torch.compile (faster start, slower steps)."""
+    threads: int = 0
+    """torch threads for the in-process backends (0: torch's default, one per core)."""
+
+
+@dataclass
+class Workload:
+    """First-turn prompts and each request's observation tokens per later turn."""
+
+    prompts: list[list[int]]
+    """The first turn's prompts."""
+    observations: list[list[list[int]]]
+    """`observations[r][t]`: tokens appended to request r's prompt after turn t."""
+
+
+@dataclass
+class BenchContext:
+    """What every backend runner gets."""
+
+    cfg: EngineBenchConfig
+    """The workload settings."""
+    path: Any
+    """Checkpoint directory."""
+    tokenizer: Any
+    """The model's tokenizer."""
+    dtype: torch.dtype
+    """Compute dtype of every backend."""
+    timed: Workload
+    """The measured workload."""
+    warmup: Workload
+    """One turn on other prompts, run before timing."""
+    progress: Progress
+    """Progress callback."""
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -50,8 +99,9 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _token_pool(tokenizer, size: int) -> list[int]:
+def _token_pool(tokenizer: Any, size: int) -> list[int]:
     from ..envs import make_env, make_tasks
+    from ..envs.jvm import shutdown_all
 
     ids: list[int] = []
     for task in make_tasks("twx:cookingworld", "train", n=20):
@@ -60,54 +110,71 @@ def _token_pool(tokenizer, size: int) -> list[int]:
         ids += tokenizer(obs, add_special_tokens=False)["input_ids"]
         if len(ids) >= size:
             break
+    shutdown_all()
     return (ids * (size // max(1, len(ids)) + 1))[:size]
 
 
-def build_workload(tokenizer, cfg: EngineBenchConfig) -> tuple[list[list[int]], list[list[list[int]]]]:
-    """First-turn prompts and, per turn, each request's observation tokens."""
-    rng = random.Random(cfg.seed)
-    pool = _token_pool(tokenizer, 4096)
-    shared = pool[: cfg.prefix]
+def build_workload(pool: list[int], cfg: EngineBenchConfig, seed: int, turns: int) -> Workload:
+    rng = random.Random(seed)
+    head = rng.randrange(0, len(pool) - cfg.prefix)
+    shared = pool[head:head + cfg.prefix]
     prompts, obs = [], []
     for _ in range(cfg.requests):
-        at = rng.randrange(cfg.prefix, len(pool) - cfg.unique)
+        at = rng.randrange(0, len(pool) - cfg.unique)
         prompts.append(shared + pool[at:at + cfg.unique])
-        turns = []
-        for _ in range(cfg.turns - 1):
-            at = rng.randrange(0, len(pool) - cfg.obs_tokens)
-            turns.append(pool[at:at + cfg.obs_tokens])
-        obs.append(turns)
-    return prompts, obs
+        starts = [rng.randrange(0, len(pool) - cfg.obs_tokens) for _ in range(turns - 1)]
+        obs.append([pool[s:s + cfg.obs_tokens] for s in starts])
+    return Workload(prompts, obs)
 
 
-def _run_turns(generate, prompts: list[list[int]], obs: list[list[list[int]]], cfg: EngineBenchConfig) -> tuple[float, int]:
-    """Drive `generate(prompts, turn) -> responses` over all turns; returns (seconds, tokens sampled)."""
+def run_turns(generate: Callable[[list[list[int]], int], list[list[int]]], work: Workload, phase: str,
+              progress: Progress) -> tuple[float, int]:
+    """Drive `generate(prompts, turn) -> responses` over the turns; returns (seconds, tokens sampled)."""
+    turns = len(work.observations[0]) + 1
+    prompts, tokens = work.prompts, 0
     t0 = time.perf_counter()
-    tokens = 0
-    for turn in range(cfg.turns):
+    for turn in range(turns):
         responses = generate(prompts, turn)
         tokens += sum(len(r) for r in responses)
-        if turn + 1 < cfg.turns:
-            prompts = [p + r + o[turn] for p, r, o in zip(prompts, responses, obs, strict=True)]
+        progress(phase, turn + 1, turns)
+        if turn + 1 < turns:
+            prompts = [p + r + o[turn] for p, r, o in zip(prompts, responses, work.observations, strict=True)]
     return time.perf_counter() - t0, tokens
 
 
-def run_hf_engine(path, tokenizer, prompts, obs, cfg: EngineBenchConfig, dtype: torch.dtype) -> dict:
+def _params(cfg: EngineBenchConfig, turn: int) -> Any:
     from ..engines.base import SamplingParams
+
+    return SamplingParams(temperature=1.0, max_tokens=cfg.new_tokens, min_tokens=cfg.new_tokens, seed=cfg.seed + turn)
+
+
+def _result(seconds: float, tokens: int, **extra: Any) -> dict[str, Any]:
+    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, **extra}
+
+
+def run_hf_engine(ctx: BenchContext) -> dict[str, Any]:
     from ..engines.hf import HFEngine, HFEngineConfig
 
-    eng = HFEngine(path, HFEngineConfig(dtype="bfloat16" if dtype == torch.bfloat16 else "float32",
-                                        max_batch=cfg.requests), tokenizer)
-    params = [SamplingParams(temperature=1.0, max_tokens=cfg.new_tokens, min_tokens=cfg.new_tokens,
-                             seed=cfg.seed + t) for t in range(cfg.turns)]
-    seconds, tokens = _run_turns(lambda p, t: [c.token_ids for c in eng.generate(p, params[t])], prompts, obs, cfg)
-    processed = eng.stats["prefill_tokens"] + eng.stats["decode_tokens"]
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "processed_tokens": processed, "reused_prefix_tokens": eng.stats["reused_tokens"]}
+    name = "bfloat16" if ctx.dtype == torch.bfloat16 else "float32"
+    eng = HFEngine(ctx.path, HFEngineConfig(dtype=name, max_batch=ctx.cfg.requests), ctx.tokenizer)
+
+    def generate(prompts: list[list[int]], turn: int) -> list[list[int]]:
+        return [c.token_ids for c in eng.generate(prompts, _params(ctx.cfg, turn))]
+
+    run_turns(generate, ctx.warmup, "hf warm-up", ctx.progress)
+    eng.clear_cache()
+    eng.stats = dict.fromkeys(eng.stats, 0)
+    seconds, tokens = run_turns(generate, ctx.timed, "hf", ctx.progress)
+    stats = dict(eng.stats)
+    eng.close()
+    return _result(seconds, tokens, work=stats)
 
 
-def run_hf_generate(model, tokenizer, prompts, obs, cfg: EngineBenchConfig) -> dict:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def run_hf_generate(ctx: BenchContext) -> dict[str, Any]:
+    from ..models import load_model
+
+    model = load_model(ctx.path, dtype=ctx.dtype)
+    pad = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else 0
 
     def generate(batch: list[list[int]], turn: int) -> list[list[int]]:
         width = max(len(p) for p in batch)
@@ -116,60 +183,101 @@ def run_hf_generate(model, tokenizer, prompts, obs, cfg: EngineBenchConfig) -> d
         for i, p in enumerate(batch):  # left padding, as generate expects for decoder-only models
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
-        torch.manual_seed(cfg.seed + turn)
+        torch.manual_seed(ctx.cfg.seed + turn)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
-                                 top_k=0, max_new_tokens=cfg.new_tokens, min_new_tokens=cfg.new_tokens,
+                                 top_k=0, max_new_tokens=ctx.cfg.new_tokens, min_new_tokens=ctx.cfg.new_tokens,
                                  pad_token_id=pad)
         return [row[width:].tolist() for row in out]
 
-    seconds, tokens = _run_turns(generate, prompts, obs, cfg)
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+    run_turns(generate, ctx.warmup, "generate warm-up", ctx.progress)
+    return _result(*run_turns(generate, ctx.timed, "generate", ctx.progress))
 
 
-def run_vllm(path, prompts, obs, cfg: EngineBenchConfig) -> dict | None:
+def run_vllm(ctx: BenchContext) -> dict[str, Any] | None:
     try:
-        from ..engines.vllm import VLLMEngine
+        import vllm  # noqa: F401
     except ImportError:
         return None
-    from ..engines.base import SamplingParams
+    from ..engines.vllm import VLLMEngine, VLLMEngineConfig
+
+    dtype = "bfloat16" if ctx.dtype == torch.bfloat16 else "float32"
+    eng = VLLMEngine(ctx.path, VLLMEngineConfig(dtype=dtype, max_num_seqs=ctx.cfg.requests, max_model_len=2048,
+                                                enforce_eager=ctx.cfg.vllm_eager, seed=ctx.cfg.seed), ctx.tokenizer)
+
+    def generate(prompts: list[list[int]], turn: int) -> list[list[int]]:
+        return [c.token_ids for c in eng.generate(prompts, _params(ctx.cfg, turn))]
 
     try:
-        eng = VLLMEngine(path)
-    except ImportError:
-        return None
-    params = [SamplingParams(temperature=1.0, max_tokens=cfg.new_tokens, min_tokens=cfg.new_tokens,
-                             seed=cfg.seed + t) for t in range(cfg.turns)]
-    seconds, tokens = _run_turns(lambda p, t: [c.token_ids for c in eng.generate(p, params[t])], prompts, obs, cfg)
-    eng.close()
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+        run_turns(generate, ctx.warmup, "vllm warm-up", ctx.progress)
+        eng.clear_cache()
+        return _result(*run_turns(generate, ctx.timed, "vllm", ctx.progress), eager=ctx.cfg.vllm_eager)
+    finally:
+        eng.close()
 
 
-def run_engine_bench(cfg: EngineBenchConfig, log=print) -> dict:
+BACKENDS: dict[str, Callable[[BenchContext], dict[str, Any] | None]] = {
+    "hf": run_hf_engine, "generate": run_hf_generate, "vllm": run_vllm}
+
+
+def model_flops(config: Any, work: dict[str, int]) -> float:
+    """FLOPs of the work the hf engine did: 2 per weight per token through the decoder blocks, the
+    output projection for sampled positions, and q.k plus attention-weighted v over seen keys."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    d = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * heads * d * 2 + 2 * h * kv * d + 3 * h * config.intermediate_size
+    through = work["prefill_tokens"] + work["decode_tokens"]
+    return (2.0 * layers * per_layer * through + 2.0 * h * config.vocab_size * work["logit_rows"]
+            + 4.0 * layers * heads * d * work["attended_keys"])
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__}
+
+
+def run_engine_bench(cfg: EngineBenchConfig, log: Callable[[str], None] = print,
+                     progress: Progress = lambda phase, done, total: None) -> dict[str, Any]:
+    from transformers import AutoConfig
+
     from ..engines.hf import resolve_dtype
-    from ..models import load_model, load_tokenizer, resolve_model
+    from ..errors import lookup
+    from ..models import checkpoint_parameters, load_tokenizer, resolve_model
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(path)
     dtype = resolve_dtype("auto")
     roof = {"bf16_gflops": matmul_gflops(torch.bfloat16), "fp32_gflops": matmul_gflops(torch.float32)}
     log(f"matmul roofline: bf16 {roof['bf16_gflops']:.0f} GFLOP/s, fp32 {roof['fp32_gflops']:.0f} GFLOP/s")
-    prompts, obs = build_workload(tokenizer, cfg)
-    model = load_model(path, dtype=dtype)
-    n_params = sum(p.numel() for p in model.parameters())
-    log("running the hf engine ...")
-    hf = run_hf_engine(path, tokenizer, prompts, obs, cfg, dtype)
-    log(f"hf engine: {hf['tokens_per_s']:.0f} tokens/s; running transformers generate ...")
-    gen = run_hf_generate(model, tokenizer, prompts, obs, cfg)
-    log(f"generate: {gen['tokens_per_s']:.0f} tokens/s; trying vLLM ...")
-    vllm = run_vllm(path, prompts, obs, cfg)
-    flops = 2 * n_params * hf["processed_tokens"]
+    pool = _token_pool(tokenizer, 4096)
+    ctx = BenchContext(cfg, path, tokenizer, dtype, build_workload(pool, cfg, cfg.seed, cfg.turns),
+                       build_workload(pool, cfg, cfg.seed + 1, 1), progress)
+    backends = {}
+    for name in cfg.backends:
+        backends[name] = lookup("bench backend", name, BACKENDS)(ctx)
+        b = backends[name]
+        log(f"{name}: {b['tokens_per_s']:.0f} tokens/s" if b else f"{name}: not installed")
+    return summarize(cfg, AutoConfig.from_pretrained(str(path)), checkpoint_parameters(path)[0], dtype, roof, backends)
+
+
+def summarize(cfg: EngineBenchConfig, config: Any, n_params: int, dtype: torch.dtype, roof: dict[str, float],
+              backends: dict[str, Any]) -> dict[str, Any]:
+    hf, gen, vllm = backends.get("hf"), backends.get("generate"), backends.get("vllm")
+    peak = roof["bf16_gflops" if dtype == torch.bfloat16 else "fp32_gflops"] * 1e9
+    fraction = None
+    if hf:
+        hf["achieved_gflops"] = model_flops(config, hf["work"]) / hf["seconds"] / 1e9
+        fraction = hf["achieved_gflops"] * 1e9 / peak
     return {
         "model": cfg.model, "parameters": n_params, "dtype": str(dtype).replace("torch.", ""),
-        "workload": {k: getattr(cfg, k) for k in ("requests", "prefix", "unique", "new_tokens", "obs_tokens", "turns")},
-        "roofline": roof,
-        "backends": {"hf": hf, "generate": gen, "vllm": vllm},
-        "hf_vs_generate": hf["tokens_per_s"] / gen["tokens_per_s"],
-        "hf_vs_vllm": hf["tokens_per_s"] / vllm["tokens_per_s"] if vllm else None,
-        "fraction_of_roofline": flops / hf["seconds"] / (roof["bf16_gflops" if dtype == torch.bfloat16 else "fp32_gflops"] * 1e9),
+        "workload": {k: v for k, v in asdict(cfg).items() if k not in ("model", "backends")},
+        "machine": machine(), "roofline": roof, "backends": backends,
+        "hf_vs_generate": _ratio(hf, gen), "hf_vs_vllm": _ratio(hf, vllm), "fraction_of_roofline": fraction,
     }
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    return a["tokens_per_s"] / b["tokens_per_s"] if a and b else None

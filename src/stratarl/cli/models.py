@@ -77,22 +77,54 @@ def serve(model: str = typer.Argument(..., help="tiny, smollm2-135m, or a checkp
 def bench_engine(model: str = typer.Option("smollm2-135m", help="Model name or path."),
                  requests: int = typer.Option(64, help="Concurrent requests."),
                  turns: int = typer.Option(4, help="Turns."),
+                 backends: str = typer.Option("hf,generate,vllm", help="Comma-separated: hf, generate, vllm."),
+                 vllm_eager: bool = typer.Option(False, "--vllm-eager", help="vLLM without torch.compile."),
+                 threads: int = typer.Option(0, help="torch threads (0: one per core)."),
                  json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """hf engine vs transformers generate (vs vLLM when installed) on the multi-turn agent workload."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ..bench.engine import EngineBenchConfig, run_engine_bench
 
-    log = (lambda m: None) if json_out else (lambda m: console.print(f"[dim]{m}[/]"))
-    res = run_engine_bench(EngineBenchConfig(model=model, requests=requests, turns=turns), log=log)
+    cfg = EngineBenchConfig(model=model, requests=requests, turns=turns, vllm_eager=vllm_eager, threads=threads,
+                            backends=[b.strip() for b in backends.split(",") if b.strip()])
+    out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=out, transient=True)
+    tasks: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(f"{phase} (turns)", total=total)
+        bar.update(tasks[phase], completed=done)
+
+    with bar:
+        res = run_engine_bench(cfg, log=lambda m: out.print(f"[dim]{m}[/]"), progress=progress)
     if json_out:
         print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title=f"bench engine: {model} ({res['dtype']}), {requests} requests x {turns} turns")
-    for col in ("backend", "tokens/s", "seconds"):
+    console.print(bench_table(res))
+
+
+def bench_table(res: dict) -> Table:
+    w = res["workload"]
+    table = Table(title=f"bench engine: {res['model']} ({res['dtype']}), {w['requests']} requests x {w['turns']} "
+                        f"turns x {w['new_tokens']} tokens, load {res['machine']['load_average_1m']}")
+    for col in ("backend", "tokens/s", "seconds", "hf speed-up"):
         table.add_column(col)
-    for k, b in res["backends"].items():
-        table.add_row(k, f"{b['tokens_per_s']:.0f}" if b else "not installed", f"{b['seconds']:.1f}" if b else "")
-    console.print(table)
-    vllm = f"{res['hf_vs_vllm']:.2f}x" if res["hf_vs_vllm"] else "n/a"
-    console.print(f"hf_vs_generate {res['hf_vs_generate']:.2f}x, hf_vs_vllm {vllm}, fraction of bf16/fp32 roofline "
-                  f"{100 * res['fraction_of_roofline']:.1f}% (matmul roofline bf16 {res['roofline']['bf16_gflops']:.0f}, "
-                  f"fp32 {res['roofline']['fp32_gflops']:.0f} GFLOP/s)")
+    for name, b in res["backends"].items():
+        if not b:
+            table.add_row(name, "not installed", "", "")
+            continue
+        table.add_row(name, f"{b['tokens_per_s']:.0f}", f"{b['seconds']:.1f}",
+                      "" if name == "hf" else _ratio(res["backends"].get("hf"), b))
+    roof = res["roofline"]
+    frac = res["fraction_of_roofline"]
+    table.caption = (f"hf engine at {100 * frac:.1f}% of the measured {res['dtype']} matmul roofline "
+                     f"(bf16 {roof['bf16_gflops']:.0f}, fp32 {roof['fp32_gflops']:.0f} GFLOP/s)" if frac is not None else "")
+    return table
+
+
+def _ratio(hf: dict | None, other: dict) -> str:
+    return f"{hf['tokens_per_s'] / other['tokens_per_s']:.2f}x" if hf else ""

