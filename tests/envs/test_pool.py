@@ -1,6 +1,7 @@
 """EnvPool: parallel workers give the same results as direct envs; a killed JVM or a hung step is
 recovered by restarting the worker and recording the episode as an error; no java is orphaned."""
 
+import contextlib
 import os
 import signal
 import time
@@ -94,11 +95,27 @@ def test_killed_jvm_restarts_worker_and_records_env_error(pool):
     pool.release(r.episode for r in again)
 
 
+def _wait_all_threads_stopped(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP takes effect thread by thread as each is scheduled; under load a JVM thread could still
+    answer a request sent right after kill(), so wait until every thread is in state T."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if states and all(s in "tT" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"JVM {pid} did not stop")
+
+
 def test_hung_step_times_out_and_restarts():
     with EnvPool(num_workers=1, step_timeout=2) as p:
         (r,) = p.reset(make_tasks("twx:coin", "train", n=1))
         (java,) = _java_descendants(p)
         os.kill(java.pid, signal.SIGSTOP)  # a real hang: the JVM stops answering
+        _wait_all_threads_stopped(java.pid)
         t0 = time.monotonic()
         (out,) = p.step([(r.episode, "look around")])
         assert out.error_kind == "timeout" and out.done and "2s" in out.error

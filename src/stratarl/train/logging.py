@@ -4,6 +4,7 @@ rich progress bar with ETA in the terminal."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,44 @@ def _wandb(project: str, name: str, config: dict | None):
     return wandb.init(project=project, name=name, config=config or {})
 
 
-def progress(console: Console | None = None, transient: bool = False) -> Progress:
-    """The terminal progress display used by long commands (train, sft, bench)."""
+def progress(console: Console | None = None, transient: bool = False) -> Progress | LineProgress:
+    """The progress display of long commands (train, sft): a rich bar with ETA in a terminal, and
+    plain lines every ~10% (or 30 s) when the output goes to a file or a CI log."""
+    console = console or Console()
+    if not console.is_terminal:
+        return LineProgress(console)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), console=console, transient=transient)
+
+
+class LineProgress:
+    """`rich.progress.Progress`'s add_task / update, printed as occasional lines."""
+
+    def __init__(self, console: Console):
+        self.console, self.tasks = console, {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields: object) -> int:
+        tid = len(self.tasks)
+        self.tasks[tid] = {"desc": description, "total": total or 0, "done": completed, "t0": time.time(),
+                           "last": 0.0, "status": str(fields.get("status", ""))}
+        return tid
+
+    def update(self, tid: int, advance: float = 0, status: str | None = None, **_: object) -> None:
+        t = self.tasks[tid]
+        t["done"] += advance
+        t["status"] = status if status is not None else t["status"]
+        now, frac = time.time(), t["done"] / t["total"] if t["total"] else 0.0
+        step = max(1.0, t["total"] / 10)
+        if t["done"] >= t["total"] or now - t["last"] > 30 or int(t["done"] / step) != int((t["done"] - advance) / step):
+            elapsed = now - t["t0"]
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+            self.console.print(f"{t['desc']} {t['done']:.0f}/{t['total']:.0f} {t['status']} "
+                               f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)", highlight=False)
+            t["last"] = now
