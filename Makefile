@@ -22,7 +22,7 @@ java:
 	@bash scripts/ensure_java.sh
 
 quickstart: venv
-	$(BIN)/stratarl quickstart
+	$(BIN)/stratarl quickstart --config configs/quickstart.yaml
 
 test: venv
 	$(PYTEST) -q -p no:cacheprovider

@@ -30,6 +30,8 @@ def test_envs_show():
     (["envs", "gold", "sciworld:boill", "-n", "1"], "sciworld:boil"),
     (["play", "twx:cookingworld?numLocatons=2"], "numLocations"),
     (["eval", "--agent", "gold", "--env", "twx:coin", "--split", "valid"], "unknown split"),
+    (["quickstart", "--config", "no/such.yaml"], "no/such.yaml"),
+    (["quickstart", "--config", "configs/quickstart.yaml", "optim.lrr=1"], "optim.lr"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
     r = run(*args)
@@ -78,3 +80,18 @@ def test_bench_envs_json():
     for fam in ("twx", "sciworld"):
         f = res["families"][fam]
         assert f["direct_steps_per_s"] > 0 and f["pool_1x1_steps_per_s"] > 0 and f["pool_overhead"] > 0
+
+
+def test_quickstart_table_reads_the_run(tmp_path):
+    from rich.console import Console
+
+    from stratarl.cli.run import before_after_table
+
+    for name, wins in (("before", 20), ("after", 45)):
+        (tmp_path / f"eval_{name}.json").write_bytes(orjson.dumps(
+            {"env": "twx:cookingworld", "split": "test", "episodes": 200, "wins": wins, "success_rate": wins / 200,
+             "success_ci95": [0.0, 1.0]}))
+    console = Console(width=120, record=True)
+    console.print(before_after_table(tmp_path))
+    out = console.export_text()
+    assert "10.0%" in out and "22.5%" in out and "+12.5 pts" in out  # 45/200 - 20/200 = 12.5 points

@@ -8,6 +8,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from ..errors import UserError
 from .main import app, console
 
 
@@ -57,9 +58,44 @@ def eval_cmd(
         console.print(report_table([report], "evaluation"))
 
 
-@app.command("quickstart")
-def quickstart(episodes: int = typer.Option(50, help="Episodes per agent.")) -> None:
-    """The main job: evaluate the gold and random agents on twx:cookingworld (test split)."""
+@app.command("quickstart", context_settings={"allow_extra_args": True})
+def quickstart(
+    config: Path = typer.Option(Path("configs/quickstart.yaml"), help="The quickstart config."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. iterations=4."),
+    baselines: bool = typer.Option(False, "--baselines", help="Only evaluate the gold and random agents."),
+) -> None:
+    """The main job: tiny model, warm-up SFT, StraTA RL, held-out evaluation before and after, report."""
+    if baselines:
+        return _baselines()
+    from ..config import load_config
+    from ..train.config import TrainConfig
+    from ..train.pipeline import run_training
+
+    if not config.is_file():
+        raise UserError(f"{config} not found: run from the repository root or pass --config PATH")
+    cfg = load_config(TrainConfig, config, overrides or [])
+    run_dir = run_training(cfg, console=console, overwrite=True)
+    console.print(before_after_table(run_dir))
+    console.print(f"report: {run_dir / 'report.md'}  ·  browse the episodes: stratarl view {run_dir}")
+
+
+def before_after_table(run_dir: Path) -> Table:
+    """Held-out success after warm-up and after RL, and their difference, from a run's eval files."""
+    from ..stats import newcombe_difference
+
+    b, a = (orjson.loads((run_dir / f"eval_{n}.json").read_bytes()) for n in ("before", "after"))
+    table = Table(title=f"held-out success, {a['env']} ({a['split']} split)")
+    for col in ("checkpoint", "episodes", "success", "95% interval"):
+        table.add_column(col)
+    for name, r in (("warm-up SFT", b), ("after StraTA RL", a)):
+        lo, hi = r["success_ci95"]
+        table.add_row(name, str(r["episodes"]), f"{100 * r['success_rate']:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+    d = newcombe_difference(b["wins"], b["episodes"], a["wins"], a["episodes"])
+    table.add_row("difference", "", f"{100 * d.value:+.1f} pts", f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]")
+    return table
+
+
+def _baselines(episodes: int = 50) -> None:
     from ..evaluate import EvalConfig, evaluate
 
     reports = []
