@@ -2,9 +2,9 @@
 
 import torch
 
+from stratarl.agent.prompts import PromptConfig
 from stratarl.algos.advantages import AdvantageConfig, compute_advantages
 from stratarl.algos.losses import LossConfig, policy_objective
-from stratarl.agent.prompts import PromptConfig
 from stratarl.engines.hf import HFEngine, HFEngineConfig
 from stratarl.envs import make_tasks
 from stratarl.envs.pool import EnvPool
