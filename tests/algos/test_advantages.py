@@ -403,3 +403,13 @@ def test_every_option_is_a_documented_config_key():
     assert c.strata.judge_penalty_into == "advantage" and c.gigpo.anchors == "similarity"
     with pytest.raises(ConfigError, match="kappa"):
         load_config(AdvantageConfig, overrides=["strata.kapa=0.2"])
+
+
+def test_all_equal_values_normalise_to_exact_zero():
+    # sum([-0.4] * 8) / 8 is -0.39999999999999997 in floats; divided by eps = 1e-6 that rounding
+    # would become a spurious -5.55e-11 advantage on every row. All-equal must give exactly 0.
+    from stratarl.algos.advantages import normalize, normalize_with
+
+    assert normalize([-0.4] * 8, 1e-6) == [0.0] * 8
+    assert normalize_with([-0.4, -0.4], [-0.4] * 8, 1e-6) == [0.0, 0.0]
+    assert normalize([0.1] * 3, 1e-6, by_std=False) == [0.0] * 3

@@ -141,11 +141,13 @@ class AdvantageConfig:
 
 
 def normalize_with(xs: Sequence[float], pool: Sequence[float], eps: float, by_std: bool = True) -> list[float]:
-    """(x − mean(pool)) / (std(pool) + ε) for each x; zeros when the pool has fewer than two values."""
+    """(x − mean(pool)) / (std(pool) + ε) for each x; zeros when the pool has fewer than two values.
+    An all-equal pool has its value as the mean exactly (a summed mean can be off by one rounding,
+    which ε would blow up to a spurious ~1e-10 advantage)."""
     n = len(pool)
     if n < 2:
         return [0.0] * len(xs)
-    mean = sum(pool) / n
+    mean = pool[0] if min(pool) == max(pool) else math.fsum(pool) / n
     if not by_std:
         return [x - mean for x in xs]
     std = math.sqrt(sum((p - mean) ** 2 for p in pool) / (n - 1))
