@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 import typer
 from rich.table import Table
@@ -87,6 +89,8 @@ def bench_engine(model: str = typer.Option("smollm2-135m", help="Model name or p
 
     from ..bench.engine import EngineBenchConfig, run_engine_bench
 
+    if json_out:  # vLLM logs to stdout by default (also in its worker processes): keep stdout pure JSON
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     cfg = EngineBenchConfig(model=model, requests=requests, turns=turns, vllm_eager=vllm_eager, threads=threads,
                             backends=[b.strip() for b in backends.split(",") if b.strip()])
     out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
