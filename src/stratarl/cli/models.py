@@ -85,22 +85,21 @@ def bench_engine(model: str = typer.Option("smollm2-135m", help="Model name or p
                  json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """hf engine vs transformers generate (vs vLLM when installed) on the multi-turn agent workload."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench.engine import EngineBenchConfig, run_engine_bench
+    from ..train.logging import progress as progress_display
 
     if json_out:  # vLLM logs to stdout by default (also in its worker processes): keep stdout pure JSON
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     cfg = EngineBenchConfig(model=model, requests=requests, turns=turns, vllm_eager=vllm_eager, threads=threads,
                             backends=[b.strip() for b in backends.split(",") if b.strip()])
     out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=out, transient=True)
+    bar = progress_display(out, transient=True)
     tasks: dict[str, int] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
-            tasks[phase] = bar.add_task(f"{phase} (turns)", total=total)
+            tasks[phase] = bar.add_task(f"{phase} (turns)", total=total, status="")
         bar.update(tasks[phase], completed=done)
 
     with bar:

@@ -65,13 +65,6 @@ def load_model(path: str | Path, dtype: Any = None) -> Any:
     return model.eval()
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-    """Prompt token ids of chat `messages` under the model's chat template (with the assistant's
-    generation prompt by default), tokenized once, without extra special tokens."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def checkpoint_parameters(path: Path) -> tuple[int, str]:
     """Parameter count and stored dtype of a safetensors checkpoint, read from the file headers."""
     from safetensors import safe_open
@@ -105,4 +98,4 @@ def model_info(name_or_path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["CHAT_TEMPLATE", "EOS", "NAMES", "PAD", "SPECIAL_TOKENS", "TAG_TOKENS", "TinyConfig", "cache_root",
-           "checkpoint_parameters", "load_model", "load_tokenizer", "model_info", "render_chat", "resolve_model"]
+           "checkpoint_parameters", "load_model", "load_tokenizer", "model_info", "resolve_model"]

@@ -120,8 +120,10 @@ class LineProgress:
                            "last": 0.0, "status": str(fields.get("status", ""))}
         return tid
 
-    def update(self, tid: int, advance: float = 0, status: str | None = None, **_: object) -> None:
+    def update(self, tid: int, advance: float = 0, status: str | None = None, completed: float | None = None,
+               **_: object) -> None:
         t = self.tasks[tid]
+        advance = completed - t["done"] if completed is not None else advance
         t["done"] += advance
         t["status"] = status if status is not None else t["status"]
         now, frac = time.time(), t["done"] / t["total"] if t["total"] else 0.0
