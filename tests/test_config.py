@@ -66,3 +66,20 @@ def test_docs_and_keys():
     assert "optim.lr" in all_keys(Demo)
     rows = {r[0]: r for r in describe(Demo)}
     assert rows["optim.lr"][2] == 1e-4 and rows["optim.lr"][3] == "Learning rate."
+
+
+def test_yaml_boolean_words_reach_a_literal_as_words(tmp_path):
+    """`bf16: off` is the boolean False in YAML 1.1; a Literal["auto", "on", "off"] gets "off" back."""
+
+    @dataclass
+    class Switch:
+        bf16: Literal["auto", "on", "off"] = "auto"
+        """bf16."""
+
+    assert load_config(Switch, overrides=["bf16=off"]).bf16 == "off"
+    assert load_config(Switch, overrides=["bf16=on"]).bf16 == "on"
+    path = tmp_path / "s.yaml"
+    path.write_text("bf16: off\n")
+    assert load_config(Switch, path).bf16 == "off"
+    with pytest.raises(ConfigError, match="is not one of"):
+        load_config(Demo, overrides=["mode=off"])  # no such word among the choices: still an error

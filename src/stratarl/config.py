@@ -181,6 +181,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
     if origin is Literal:
+        value = _yaml_bool_word(value, args)
         if value not in args:
             near = closest(str(value), [str(a) for a in args])
             hint = f" Did you mean {near[0]!r}?" if near else ""
@@ -243,3 +244,11 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
             nxt = node[part] = {}
         node = nxt
     node[parts[-1]] = value
+
+
+def _yaml_bool_word(value: Any, args: tuple) -> Any:
+    """YAML 1.1 reads `off`/`on`/`no`/`yes` as booleans: give a Literal of such words its word back."""
+    if not isinstance(value, bool):
+        return value
+    words = ("on", "yes", "true") if value else ("off", "no", "false")
+    return next((w for w in words if w in args), value)
