@@ -94,3 +94,24 @@ def test_terminations_are_recorded(engine, tiny_tokenizer, pool):
     assert all(t.termination == "max_steps" and len(t.steps) == 3 for t in capped)
     # invalid steps do not advance the environment: every anchor is still the first observation
     assert all(s.anchor == capped[0].steps[0].anchor for t in capped for s in t.steps if not s.valid)
+
+
+def test_answer_tag_becomes_an_answer_action():
+    """Search-QA and tool envs have no admissible list: `<answer>x</answer>` is sent as `answer: x`,
+    an `<action>` wins over an `<answer>`, and a reply with neither is invalid."""
+    from types import SimpleNamespace
+
+    from stratarl.engines.base import Completion
+    from stratarl.rollout.runner import _parse_into_step
+
+    lv = SimpleNamespace(view=SimpleNamespace(admissible=None), env_obs="Question: who?")
+
+    def parse(text):
+        return _parse_into_step(lv, [1, 2], Completion([5, 6], [-0.1, -0.2], "stop", text), "")
+
+    answered = parse("<think>found it</think><answer>Ada  Lovelace</answer>")
+    assert answered.valid and answered.action == "answer: Ada Lovelace"
+    assert answered.response_ids == [5, 6] and answered.prompt_ids == [1, 2]
+    assert parse("<action>search: ada</action><answer>x</answer>").action == "search: ada"
+    nothing = parse("I do not know")
+    assert not nothing.valid and nothing.info["why"]

@@ -25,9 +25,9 @@ DYNAMIC: dict[str, Callable[[str], EnvSpec]] = {}
 
 @cache
 def builtin_specs() -> dict[str, EnvSpec]:
-    from . import datadir, sciworld, twx
+    from . import datadir, sciworld, search, twx  # search also registers DYNAMIC["search"]
 
-    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs()]
+    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs(), *search.specs()]
     return {s.id: s for s in specs}
 
 

@@ -175,6 +175,8 @@ def _parse_into_step(lv: _Live, prompt_ids: list[int], comp: Completion, prime: 
         first = next((ln for ln in comp.text.splitlines() if ln.strip()), "")
         if match_admissible(first, lv.view.admissible) is not None:
             parsed.action, parsed.ok = " ".join(first.split()), True
+    if parsed.ok and not parsed.action and parsed.answer is not None:
+        parsed.action = f"answer: {parsed.answer}"  # search-QA / tool envs take the answer as an action
     if not parsed.ok or not parsed.action:
         step.valid, step.info = False, {"why": parsed.error or "no action"}
         return step
