@@ -1,0 +1,1 @@
+"""Program synthesis support: running untrusted, model-written Python code in a sandbox."""
