@@ -8,10 +8,10 @@ Definitions follow ALGORITHMS.md; every choice it names is an option of `Advanta
 docs/algorithms.md lists each formula as implemented.
 
 Conventions
-- Trajectory return (GRPO, Dr.GRPO, RLOO, REINFORCE++, GiGPO episode level, StraTA, MT-GRPO A^O):
+- Trajectory return (GRPO, Dr.GRPO, RLOO, REINFORCE++, GiGPO/ECPO episode level, StraTA, MT-GRPO A^O):
   R = outcome − Σ_t penalty_t when `penalties_in_return`, else the outcome. `Step.penalty` holds the
   runner's invalid-action and format penalties (positive numbers).
-- Per-step reward (GiGPO step returns, step-GAE, token GAE): r_t = base_t − penalty_t, where base_t
+- Per-step reward (GiGPO/ECPO step returns, step-GAE, token GAE): r_t = base_t − penalty_t, where base_t
   is the outcome on the last step and 0 before it (`step_reward="outcome"`), or the env's own step
   reward (`"env"`). MT-GRPO's turn reward is base_t alone (before penalties).
 - The self-judgment flag (`Step.judged`) costs κ only inside the StraTA estimator; it is never a
@@ -72,6 +72,37 @@ class GiGPOOptions:
 
 
 @dataclass
+class ECPOOptions:
+    """ECPO (arXiv:2606.05885): GiGPO's anchor states with evidence-calibrated, variance-gated step credit."""
+
+    k: float = 1.0
+    """Shrinkage pseudo-count k ≥ 0: an action seen n_a times at an anchor keeps n_a/(n_a + k) of its
+    deviation from the anchor mean (0 = no shrinkage). The paper's value is not public; 1 is our choice."""
+    gate: Literal["ratio", "sigmoid", "threshold", "off"] = "ratio"
+    """Anchor weight from ρ = B/(B + W + ε) (between- and within-action variance): `ratio` w = ρ;
+    `sigmoid` w = σ((ρ − θ)/τ); `threshold` w = 1 if ρ ≥ θ else 0; `off` w = 1. The paper's exact gate
+    is not public."""
+    gate_threshold: float = 0.5
+    """θ of the `sigmoid` and `threshold` gates."""
+    gate_temperature: float = 0.1
+    """τ > 0 of the `sigmoid` gate."""
+    omega: float = 1.0
+    """ω, weight of the step-level advantage."""
+    episode: bool = True
+    """Add GiGPO's episode-level advantage A^E (False: the calibrated step-level term alone)."""
+    gamma: float = 0.95
+    """γ of the discounted step returns R_t = Σ_k γ^k r_{t+k}."""
+    norm: Literal["mean_std_norm", "mean_norm"] = "mean_std_norm"
+    """Divide by the std of the anchor's step returns (and A^E by the group std), or by 1 (`mean_norm`)."""
+    anchors: Literal["exact", "similarity"] = "exact"
+    """Anchor groups: identical anchor observations, or greedy clustering by similarity (as GiGPO)."""
+    similarity: float = 0.95
+    """Threshold of the `similarity` anchors (token-set Jaccard similarity of the observations)."""
+    episode_stats: Literal["trajectories", "step_rows"] = "trajectories"
+    """A^E mean/std over trajectories, or over step rows (as GiGPO)."""
+
+
+@dataclass
 class StraTAOptions:
     """StraTA's hierarchical advantages (seed 000)."""
 
@@ -129,6 +160,8 @@ class AdvantageConfig:
     """REINFORCE++."""
     gigpo: GiGPOOptions = field(default_factory=GiGPOOptions)
     """GiGPO."""
+    ecpo: ECPOOptions = field(default_factory=ECPOOptions)
+    """ECPO."""
     strata: StraTAOptions = field(default_factory=StraTAOptions)
     """StraTA."""
     gae: GAEOptions = field(default_factory=GAEOptions)
@@ -140,14 +173,19 @@ class AdvantageConfig:
 # -- small pieces ----------------------------------------------------------------------------------
 
 
+def _mean(xs: Sequence[float]) -> float:
+    """The mean; an all-equal list has its value as the mean exactly (a summed mean can be off by one
+    rounding, which ε would blow up to a spurious ~1e-10 advantage). Needs at least one value."""
+    return xs[0] if min(xs) == max(xs) else math.fsum(xs) / len(xs)
+
+
 def normalize_with(xs: Sequence[float], pool: Sequence[float], eps: float, by_std: bool = True) -> list[float]:
     """(x − mean(pool)) / (std(pool) + ε) for each x; zeros when the pool has fewer than two values.
-    An all-equal pool has its value as the mean exactly (a summed mean can be off by one rounding,
-    which ε would blow up to a spurious ~1e-10 advantage)."""
+    The mean of an all-equal pool is exact (`_mean`)."""
     n = len(pool)
     if n < 2:
         return [0.0] * len(xs)
-    mean = pool[0] if min(pool) == max(pool) else math.fsum(pool) / n
+    mean = _mean(pool)
     if not by_std:
         return [x - mean for x in xs]
     std = math.sqrt(sum((p - mean) ** 2 for p in pool) / (n - 1))
@@ -289,12 +327,11 @@ def _normalize_within(xs: list[float], keys: list[int], eps: float, by_std: bool
     return out
 
 
-def _episode_advantages(g: Group, cfg: AdvantageConfig) -> list[float]:
-    """A^E per trajectory, with statistics over trajectories or over step rows."""
+def _episode_advantages(g: Group, cfg: AdvantageConfig, stats: str, by_std: bool) -> list[float]:
+    """A^E per trajectory, with statistics over trajectories or over step rows (`stats`)."""
     r = _returns(g, cfg)
-    pool = r if cfg.gigpo.episode_stats == "trajectories" else [x for x, t in zip(r, g.flat, strict=True)
-                                                                  for _ in t.steps]
-    return normalize_with(r, pool, cfg.eps, cfg.gigpo.norm == "mean_std_norm")
+    pool = r if stats == "trajectories" else [x for x, t in zip(r, g.flat, strict=True) for _ in t.steps]
+    return normalize_with(r, pool, cfg.eps, by_std)
 
 
 def gigpo(groups: list[Group], cfg: AdvantageConfig, values: Any = None) -> Advantages:
@@ -304,12 +341,108 @@ def gigpo(groups: list[Group], cfg: AdvantageConfig, values: Any = None) -> Adva
     o = cfg.gigpo
     out = []
     for g in groups:
-        episode = _episode_advantages(g, cfg)
+        episode = _episode_advantages(g, cfg, o.episode_stats, o.norm == "mean_std_norm")
         returns = [discounted_returns(step_rewards(t, cfg), o.gamma) for t in g.flat]
         keys = anchor_groups([s.anchor for t in g.flat for s in t.steps], o.anchors, o.similarity)
         step_adv = _unflatten(_normalize_within(_flatten(returns), keys, cfg.eps, o.norm == "mean_std_norm"),
                               returns)
         out.append([[a_e + o.omega * a_s for a_s in row] for a_e, row in zip(episode, step_adv, strict=True)])
+    return Advantages(steps=out)
+
+
+# -- ECPO ------------------------------------------------------------------------------------------
+#
+# Source: Li, Zhou, Duan, Chen, "When Denser Credit Is Not Enough: Evidence-Calibrated Policy
+# Optimization for Long-Horizon LLM Agent Training", arXiv:2606.05885v1 (June 2026). What is public
+# (the abstract and §1 of the HTML version, and third-party summaries): ECPO keeps GiGPO's anchor
+# states; "Evidence-Calibrated Action Advantage" groups the rollouts at an anchor by *canonical action*
+# and shrinks low-count estimates (against "divergent anchor bias": a rare, lucky action getting an
+# overly large advantage), and "Variance-Gated Credit Weighting" suppresses anchors dominated by
+# within-action noise; it is critic-free. The method section's equations were not available to us, so
+# these are our choices, each an `ECPOOptions` key: the canonical form (lower case, whitespace
+# collapsed), the shrinkage form (a pseudo-count k toward the anchor mean, k = 1), the gate (the
+# variance ratio B/(B + W + ε), or a sigmoid / threshold of it), the normalisation (GiGPO's), and the
+# sum with GiGPO's episode-level advantage (weight ω on the step level).
+
+
+def canonical_action(text: str) -> str:
+    """The action's canonical form: lower-cased, whitespace runs collapsed to one space, ends stripped."""
+    return " ".join(text.lower().split())
+
+
+def _stable_sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def variance_gate(by_action: Sequence[Sequence[float]], o: ECPOOptions, eps: float) -> float:
+    """An anchor's weight from the step returns grouped by action. With N returns and anchor mean μ,
+    B = Σ_a n_a (mean_a − μ)² / N and W = Σ_a Σ_i (x_ai − mean_a)² / N (B + W is the anchor's variance);
+    ρ = B / (B + W + ε), then w = ρ, σ((ρ − θ)/τ), 1[ρ ≥ θ] or 1 (`ECPOOptions.gate`)."""
+    if o.gate == "off":
+        return 1.0
+    xs = [x for v in by_action for x in v]
+    mu, n = _mean(xs), len(xs)
+    between = sum(len(v) * (_mean(v) - mu) ** 2 for v in by_action) / n
+    within = sum((x - _mean(v)) ** 2 for v in by_action for x in v) / n
+    rho = between / (between + within + eps)
+    if o.gate == "ratio":
+        return rho
+    if o.gate == "threshold":
+        return 1.0 if rho >= o.gate_threshold else 0.0
+    return _stable_sigmoid((rho - o.gate_threshold) / o.gate_temperature)
+
+
+def anchor_credit(xs: Sequence[float], actions: Sequence[str], o: ECPOOptions, eps: float) -> list[float]:
+    """Step-level ECPO advantage of each occurrence at one anchor (returns `xs`, canonical `actions`):
+    the calibrated action value Q̃_a = (n_a·mean_a + k·μ)/(n_a + k), so Q̃_a − μ = n_a/(n_a + k)·(mean_a − μ);
+    A = w·(Q̃_a − μ)/F with w the anchor's `variance_gate` and F = std(xs) + ε (`mean_std_norm`) or 1.
+    Fewer than two occurrences give 0."""
+    if len(xs) < 2:
+        return [0.0] * len(xs)
+    by_action: dict[str, list[float]] = {}
+    for x, a in zip(xs, actions, strict=True):
+        by_action.setdefault(a, []).append(x)
+    mu = _mean(xs)
+    w = variance_gate(list(by_action.values()), o, eps)
+    f = math.sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1)) + eps if o.norm == "mean_std_norm" else 1.0
+    credit = {a: w * len(v) / (len(v) + o.k) * (_mean(v) - mu) / f for a, v in by_action.items()}
+    return [credit[a] for a in actions]
+
+
+def _ecpo_steps(g: Group, cfg: AdvantageConfig) -> list[list[float]]:
+    """ECPO's step-level advantages of one task group, per rollout and step."""
+    o = cfg.ecpo
+    returns = [discounted_returns(step_rewards(t, cfg), o.gamma) for t in g.flat]
+    steps = [s for t in g.flat for s in t.steps]
+    keys = anchor_groups([s.anchor for s in steps], o.anchors, o.similarity)
+    xs, acts = _flatten(returns), [canonical_action(s.action) for s in steps]
+    members: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    out = [0.0] * len(xs)
+    for idx in members.values():
+        for i, a in zip(idx, anchor_credit([xs[i] for i in idx], [acts[i] for i in idx], o, cfg.eps), strict=True):
+            out[i] = a
+    return _unflatten(out, returns)
+
+
+def ecpo(groups: list[Group], cfg: AdvantageConfig, values: Any = None) -> Advantages:
+    """ECPO (arXiv:2606.05885): A_t = A^E(τ) + ω·A^C_t. A^E is GiGPO's episode-level advantage (left out
+    when `ecpo.episode` is False); A^C_t = w_s·n_a/(n_a + k)·(mean_a − μ_s)/F is the evidence-calibrated,
+    variance-gated credit of step t's canonical action a at its anchor s (see `anchor_credit`), over the
+    γ-discounted step returns of the task group's steps at that anchor."""
+    o = cfg.ecpo
+    if o.k < 0:
+        raise ValueError(f"ecpo.k must be >= 0 (a pseudo-count), got {o.k}")
+    out = []
+    for g in groups:
+        episode = (_episode_advantages(g, cfg, o.episode_stats, o.norm == "mean_std_norm") if o.episode
+                   else [0.0] * len(g.flat))
+        out.append([[a_e + o.omega * a_c for a_c in row] for a_e, row in zip(episode, _ecpo_steps(g, cfg),
+                                                                             strict=True)])
     return Advantages(steps=out)
 
 
@@ -458,7 +591,7 @@ def mt_grpo(groups: list[Group], cfg: AdvantageConfig, values: Any = None) -> Ad
 Estimator = Callable[..., Advantages]
 
 ESTIMATORS: dict[str, Estimator] = {
-    "grpo": grpo, "drgrpo": drgrpo, "rloo": rloo, "reinforce_pp": reinforce_pp, "gigpo": gigpo,
+    "grpo": grpo, "drgrpo": drgrpo, "rloo": rloo, "reinforce_pp": reinforce_pp, "gigpo": gigpo, "ecpo": ecpo,
     "strata": strata, "step_gae": step_gae, "gae": gae, "mt_grpo": mt_grpo,
 }
 NEEDS_VALUES: dict[str, str] = {"step_gae": "step", "gae": "token"}

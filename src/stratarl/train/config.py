@@ -63,7 +63,7 @@ class AlgoSection:
     """Estimator, losses and training rows."""
 
     estimator: str = "grpo"
-    """grpo, drgrpo, rloo, reinforce_pp, gigpo, strata, step_gae, gae, mt_grpo."""
+    """grpo, drgrpo, rloo, reinforce_pp, gigpo, strata, ecpo, step_gae, gae, mt_grpo."""
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     """Options of the estimators."""
     loss: LossConfig = field(default_factory=LossConfig)
