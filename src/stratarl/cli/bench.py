@@ -10,3 +10,55 @@ from .main import app
 bench_app = typer.Typer(help="Benchmarks: figures and ratios against a baseline measured in the same run.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("learn")
+def bench_learn(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seeds: int = typer.Option(1, help="RL seeds per variant."),
+    config: str = typer.Option("configs/bench_learn.yaml", help="Base TrainConfig YAML."),
+    variants: str = typer.Option("sft,grpo,gigpo,strata,strata_sigma1,strata_kappa0", help="Comma-separated."),
+    env_steps: int = typer.Option(1500, help="Env-step budget of each RL run."),
+    eval_episodes: int = typer.Option(100, help="Held-out episodes per evaluation."),
+    sft_checkpoint: str = typer.Option("", help="Start from this checkpoint instead of the config's warm-up SFT."),
+    out_dir: str = typer.Option("runs/bench_learn", help="Where results.json, curves.png and the runs go."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the base config, e.g. optim.lr=1e-4."),
+) -> None:
+    """SFT-only vs GRPO vs GiGPO vs StraTA (and its ablations) from one SFT checkpoint, same env steps."""
+    from rich.console import Console
+
+    from ..bench.learn import LearnBenchConfig, check_variants, print_results, run_learn_bench
+    from ..train.logging import progress as progress_display
+    from .main import console
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    check_variants(names)
+    cfg = LearnBenchConfig(config=config, variants=names, seeds=seeds, env_steps=env_steps,
+                           eval_episodes=eval_episodes, sft_checkpoint=sft_checkpoint, out_dir=out_dir,
+                           overrides=list(overrides or []))
+    out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
+    total = sum(1 if v == "sft" else seeds for v in names)
+    with progress_display(out) as bar:
+        task = bar.add_task("bench learn (runs)", total=total, status="")
+        done = {"n": 0}
+
+        def on_run(variant: str, seed: int) -> None:
+            bar.update(task, completed=done["n"], status=f"{variant} seed {seed}")
+            done["n"] += 1
+
+        results = run_learn_bench(cfg, out, on_run)
+        bar.update(task, completed=total, status="done")
+    print_results(results, json_out, console)
+    out.print(f"results: {out_dir}/results.json · curves: {out_dir}/curves.png")
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    n: int = typer.Option(50, help="trivial executions to time"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Sandbox executions/s of print(1) vs plain `python -I -c` (same run), and a containment table."""
+    from ..bench.sandbox import containment_table, print_results, run_bench
+    from .main import console
+
+    print_results({"bench": run_bench(n), "containment": containment_table()}, json_out, console)

@@ -93,7 +93,7 @@ def _rollout_metrics(state: TrainState, fill: FillState, rounds: int, log: Itera
     steps = [s for t in trajs for s in t.steps]
     m = log.metrics
     m.update({
-        "rollout/episodes": len(trajs), "rollout/success": _mean(t.won for t in trajs),
+        "rollout/episodes": len(trajs), "rollout/env_steps": len(steps), "rollout/success": _mean(t.won for t in trajs),
         "rollout/outcome": _mean(t.outcome for t in trajs), "rollout/steps": _mean(len(t.steps) for t in trajs),
         "rollout/invalid": _mean(not s.valid for s in steps), "rollout/horizon": state.horizon.at(state.iteration),
         "dynamic/rounds": rounds, "dynamic/dropped_fraction": fill.dropped / max(1, fill.rolled),
