@@ -84,3 +84,15 @@ def test_seed_interval_by_hand():
     assert s["success_mean"] == pytest.approx(0.5833, abs=1e-4)
     assert s["success_ci95"] == [pytest.approx(0.2248, abs=2e-4), pytest.approx(0.9419, abs=2e-4)]
     assert s["stage_seconds_per_iteration"] == {} and s["seconds_per_env_step"] == 0.0
+
+
+def test_one_seed_reports_its_wilson_interval():
+    """A single seed (and the SFT-only row) has no spread over seeds: its interval is Wilson's.
+    4/100: p = 0.04, z = 1.96, centre (p + z²/200)/(1 + z²/100) = 0.05772, half-width
+    z·√(p(1−p)/100 + z²/40000)/(1 + z²/100) = 0.04136, so [0.0157, 0.0984]."""
+    from stratarl.bench.learn import RunResult
+
+    s = summarize(LearnBenchConfig(), Path("x"), [RunResult("sft", 0, 4, 100)])["variants"]["sft"]
+    assert s["success_mean"] == 0.04
+    assert s["success_ci95"] == [pytest.approx(0.0157, abs=1e-4), pytest.approx(0.0984, abs=1e-4)]
+    assert s["success_ci95"] == s["pooled_ci95"]

@@ -194,8 +194,8 @@ def summarize(cfg: LearnBenchConfig, start: Path, runs: list[RunResult]) -> dict
 
 def _variant_summary(rs: list[RunResult]) -> dict:
     rates = [r.wins / max(1, r.episodes) for r in rs]
-    mi = mean_interval(rates)
     pooled = wilson(sum(r.wins for r in rs), sum(r.episodes for r in rs))
+    mi = mean_interval(rates) if len(rs) > 1 else pooled  # one seed (or SFT-only): its Wilson interval
     iters = sum(r.iterations for r in rs)
     stage = {s: round(sum(sum(r.stage_seconds.get(s, [])) for r in rs) / iters, 3) for s in (*STAGES, "iteration")} \
         if iters else {}
