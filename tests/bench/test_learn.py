@@ -41,6 +41,7 @@ def test_bench_learn_shrunk(tmp_path):
     assert "judge/flagged_fraction" in strata[0] and "judge/flagged_fraction" not in grpo[0]  # rule judge vs none
     assert set(v["strata"]["stage_seconds_per_iteration"]) >= {"rollout", "judge", "update", "iteration"}
     o = res["strata_overhead_vs_grpo"]
+    assert o["per_iteration_median"] > 0
     assert o["per_iteration"] == pytest.approx(v["strata"]["seconds_per_iteration"] / v["grpo"]["seconds_per_iteration"],
                                                rel=0.01)
     assert (tmp_path / "curves.png").stat().st_size > 1000
@@ -61,6 +62,7 @@ def test_summary_statistics_by_hand():
     assert s["success_ci95"] == [0.0, 1.0]
     assert (s["pooled_wins"], s["pooled_episodes"]) == (4, 8)
     assert s["seconds_per_iteration"] == 2.0  # (1+3+2+2) / 4 iterations
+    assert s["median_seconds_per_iteration"] == 2.0  # median of 1, 2, 2, 3
     assert s["seconds_per_env_step"] == pytest.approx(8 / 40)
 
 
