@@ -83,3 +83,14 @@ def test_yaml_boolean_words_reach_a_literal_as_words(tmp_path):
     assert load_config(Switch, path).bf16 == "off"
     with pytest.raises(ConfigError, match="is not one of"):
         load_config(Demo, overrides=["mode=off"])  # no such word among the choices: still an error
+
+
+def test_markdown_table_escapes_pipes_in_cells():
+    """`'window' | 'chat'` would split a Markdown row into extra columns: every row keeps 4 cells."""
+    from stratarl.config import markdown_table
+    from stratarl.train.config import TrainConfig
+
+    lines = markdown_table(TrainConfig).splitlines()
+    mode = next(ln for ln in lines if ln.startswith("| `rollout.runner.prompt.mode`"))
+    assert "'window' \\| 'chat'" in mode
+    assert all(ln.replace("\\|", "").count("|") == 5 for ln in lines)

@@ -252,3 +252,13 @@ def _yaml_bool_word(value: Any, args: tuple) -> Any:
         return value
     words = ("on", "yes", "true") if value else ("off", "no", "false")
     return next((w for w in words if w in args), value)
+
+
+def markdown_table(cls: type) -> str:
+    """The `describe` rows as a Markdown table; `|` inside a cell (e.g. `'a' | 'b'`) is escaped."""
+    def cell(x: str) -> str:
+        return x.replace("|", "\\|")
+
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{k}` | {cell(t)} | `{cell(repr(d))}` | {cell(doc)} |" for k, t, d, doc in describe(cls)]
+    return "\n".join(rows) + "\n"

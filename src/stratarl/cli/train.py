@@ -63,13 +63,11 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A training run director
 def config_cmd(entry: str = typer.Argument("train", help="train, sft or eval."),
                markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table.")) -> None:
     """Every key of an entry point's config, with its type, default and meaning."""
-    from ..config import describe
+    from ..config import describe, markdown_table
 
     rows = describe(_config_class(entry))
     if markdown:
-        print("| key | type | default | meaning |\n|---|---|---|---|")
-        for key, tp, default, doc in rows:
-            print(f"| `{key}` | {tp} | `{default!r}` | {doc} |")
+        print(markdown_table(_config_class(entry)), end="")
         return
     table = Table(title=f"{entry} config")
     for col in ("key", "type", "default", "meaning"):
