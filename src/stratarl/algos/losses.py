@@ -314,6 +314,15 @@ def steca_loss(pc_B: torch.Tensor, pr_B: torch.Tensor, rc_B: torch.Tensor, rr_B:
     return (weights_B * loss_B).mean()
 
 
+def steca_sft_loss(logp_BT: torch.Tensor, mask_BT: torch.Tensor, weights_B: torch.Tensor, *,
+                   total_samples: float) -> torch.Tensor:
+    """STeCa's weighted objective at β = 0 on step rows: L = (1/S) Σ_s w_s·(−log π(y_s)), where the S samples
+    (D_c, D_s, D_e trajectories) are cut into step rows b that all carry their sample's weight, so
+    −log π(y_s) = Σ_{b∈s} Σ_t m_bt·(−logp_bt): sequence log-probs summed, not averaged, then a mean over
+    samples, as in the released code. Pass the mini-batch's S: micro-batch results then add up."""
+    return sft_loss(logp_BT, mask_BT, weights_B, "seq-mean-token-sum", total_rows=total_samples)
+
+
 def steca_weight(kind: Literal["calibrated", "expert", "explored"], ndtw: float, scale: float = 0.01) -> float:
     """w = 1 + scale·nDTW for calibrated (D_c) and expert sub-trajectory (D_s) samples, 1 − scale·nDTW for
     explored successes (D_e)."""
