@@ -114,6 +114,8 @@ class StepView:
     """Chat mode: the ids of the previous step's prompt."""
     last_response: list[int] | None = None
     """Chat mode: the ids the model answered it with."""
+    experience: str | None = None
+    """Retrieved experience for the current observation (SLEA-RL, `agent/experience.py`); None shows nothing."""
 
 
 def template(family: str) -> Template:
@@ -153,6 +155,8 @@ def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> l
         lines.append(f"Step {first + i + 1}. Observation: {_clip(h.observation, cfg.max_observation_chars)}\n"
                      f"Action: {h.action}{mark}")
     lines.append(f"Step {view.step + 1}. Observation: {_clip(view.observation, cfg.max_observation_chars)}")
+    if view.experience:
+        lines.append(f"Experience:\n{view.experience}")
     if cfg.show_admissible and view.admissible:
         lines.append("Admissible actions: " + ", ".join(view.admissible[: cfg.max_admissible]))
     lines.append("Your next action?")
@@ -172,6 +176,8 @@ def chat_turn(view: StepView, cfg: PromptConfig, first: bool) -> str:
     if last is not None and not last.valid:
         lines.append("Your last action was not valid.")
     lines.append(f"Observation: {_clip(view.observation, cfg.max_observation_chars)}")
+    if view.experience:
+        lines.append(f"Experience:\n{view.experience}")
     if cfg.show_admissible and view.admissible:
         lines.append("Admissible actions: " + ", ".join(view.admissible[: cfg.max_admissible]))
     return "\n".join(lines)

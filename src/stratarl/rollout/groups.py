@@ -46,9 +46,11 @@ def first_n(candidates: list[list[Turn]], plans: list[list[str]], n: int) -> lis
 
 def sample_groups(engine: Engine, tokenizer: Any, pool: EnvPool, tasks: list[Task], gcfg: GroupConfig,
                   rcfg: RunnerConfig, seed: int, selector: StrategySelector = first_n,
-                  descriptions: dict[str, str] | None = None) -> list[Group]:
+                  descriptions: dict[str, str] | None = None,
+                  experience: Callable[[str], str] | None = None) -> list[Group]:
     """Roll out every task as a group; returns one Group per task, in order. When given,
-    `descriptions` is filled with each task's description (task uid -> text), for the judge."""
+    `descriptions` is filled with each task's description (task uid -> text), for the judge, and
+    `experience` is passed to the runner (SLEA-RL step-level retrieval)."""
     n = gcfg.n_strategies if gcfg.strategy else 1
     per_task = n * gcfg.n_rollouts
     replies = pool.reset([t for t in tasks for _ in range(per_task)])
@@ -68,7 +70,7 @@ def sample_groups(engine: Engine, tokenizer: Any, pool: EnvPool, tasks: list[Tas
                 starts.append(EpisodeStart(
                     task=task, reply=reply, strategy=turn, strategy_text=plans[k][i] if turn else None,
                     strategy_uid=f"{task.uid}/s{i}" if turn else "", uid=f"{task.uid}/s{i}/r{j}/{seed}"))
-    trajs = run_episodes(engine, tokenizer, pool, starts, rcfg, seed)
+    trajs = run_episodes(engine, tokenizer, pool, starts, rcfg, seed, experience)
     return [Group(task=task, strategies=strategies[k],
                   trajectories=[trajs[k * per_task + i * gcfg.n_rollouts:k * per_task + (i + 1) * gcfg.n_rollouts]
                                 for i in range(n)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,11 @@ class EpisodeStart:
     """Id of the strategy."""
     uid: str = ""
     """Id of the trajectory."""
+    prefix: list[Step] = field(default_factory=list)
+    """Steps already taken in this episode before the runner takes over (replayed from the task's start,
+    e.g. STeCa's step values); they head the trajectory and count towards `max_steps`."""
+    view: StepView | None = None
+    """The step view after `prefix` (its history filled); None builds a fresh one from `reply`."""
 
 
 @dataclass
@@ -101,8 +107,10 @@ def request_seed(seed: int, *parts: object) -> int:
 
 
 def run_episodes(engine: Engine, tokenizer: Any, pool: EnvPool, starts: list[EpisodeStart],
-                 cfg: RunnerConfig, seed: int) -> list[Trajectory]:
-    """Run the opened episodes to the end; trajectories come back in the order of `starts`."""
+                 cfg: RunnerConfig, seed: int, experience: Callable[[str], str] | None = None) -> list[Trajectory]:
+    """Run the opened episodes to the end; trajectories come back in the order of `starts`. With
+    `experience` (SLEA-RL, `agent/experience.py`), each step prompt shows what it returns for the raw
+    env observation of that step ('' shows nothing)."""
     budget = Budget(cfg.context, cfg.sampling.max_tokens)
     live = [_open(s) for s in starts]
     for lv in live:
@@ -112,6 +120,8 @@ def run_episodes(engine: Engine, tokenizer: Any, pool: EnvPool, starts: list[Epi
     while active := [lv for lv in live if not lv.ended]:
         prompts, ready = [], []
         for lv in active:
+            if experience is not None:
+                lv.view.experience = experience(lv.env_obs) or None
             ids = fit_step_prompt(tokenizer, lv.view, cfg.prompt, budget)
             if ids is None:
                 _end(lv, "context_overflow", {}, None)
@@ -133,9 +143,10 @@ def run_episodes(engine: Engine, tokenizer: Any, pool: EnvPool, starts: list[Epi
 def _open(s: EpisodeStart) -> _Live:
     info = s.reply.info
     traj = Trajectory(task=s.task, strategy=s.strategy, task_uid=s.task.uid, strategy_uid=s.strategy_uid,
-                      uid=s.uid or f"{s.task.uid}#{s.reply.episode}")
-    view = StepView(family=family_of(s.task), task=info.get("task_description", ""), observation=s.reply.observation,
-                    step=0, strategy=s.strategy_text, admissible=info.get("admissible_actions"))
+                      uid=s.uid or f"{s.task.uid}#{s.reply.episode}", steps=list(s.prefix))
+    view = s.view or StepView(family=family_of(s.task), task=info.get("task_description", ""),
+                              observation=s.reply.observation, step=0, strategy=s.strategy_text,
+                              admissible=info.get("admissible_actions"))
     return _Live(start=s, traj=traj, view=view, env_obs=s.reply.observation)
 
 
