@@ -206,25 +206,14 @@ class EnvPool:
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         """Step episodes `(episode, action)`; replies come back in the same order."""
-        ready, lost = [], {}
-        for episode, action in actions:
-            if episode in self._lost:
-                lost[episode] = _error(episode, "env_error", self._lost.pop(episode))
-            else:
-                ready.append((episode, action))
+        ready, lost = split_lost(actions, self._lost)
         replies = {r.episode: r for r in self._run("step", ready)}
         replies.update(lost)
         return [replies[e] for e, _ in actions]
 
     def release(self, episodes: Iterable[int]) -> None:
         """Finish episodes; their env instances are kept for reuse."""
-        by_worker: dict[int, list[int]] = {}
-        for episode in episodes:
-            self._lost.pop(episode, None)
-            w = self._where.pop(episode, None)
-            if w is not None:
-                by_worker.setdefault(w, []).append(episode)
-        for w, eps in by_worker.items():
+        for w, eps in by_worker(episodes, self._where, self._lost).items():
             if self._inline is not None:
                 for e in eps:
                     self._inline.release(e)
@@ -351,3 +340,24 @@ class EnvPool:
         self._workers[w] = _Worker(self._ctx, w)
         self.restarts += 1
 
+
+def split_lost(actions: Sequence[tuple[int, str]], lost: dict[int, str]) -> tuple[list[tuple[int, str]], dict[int, EnvReply]]:
+    """Actions of live episodes, and `env_error` replies for episodes whose worker died (taken out of `lost`)."""
+    ready, replies = [], {}
+    for episode, action in actions:
+        if episode in lost:
+            replies[episode] = _error(episode, "env_error", lost.pop(episode))
+        else:
+            ready.append((episode, action))
+    return ready, replies
+
+
+def by_worker(episodes: Iterable[int], where: dict[int, int], lost: dict[int, str]) -> dict[int, list[int]]:
+    """Finished episodes grouped by the worker holding them (forgotten by `where` and `lost`)."""
+    out: dict[int, list[int]] = {}
+    for episode in episodes:
+        lost.pop(episode, None)
+        w = where.pop(episode, None)
+        if w is not None:
+            out.setdefault(w, []).append(episode)
+    return out
