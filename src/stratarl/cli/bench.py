@@ -17,7 +17,8 @@ def bench_learn(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     seeds: int = typer.Option(1, help="RL seeds per variant."),
     config: str = typer.Option("configs/bench_learn.yaml", help="Base TrainConfig YAML."),
-    variants: str = typer.Option("sft,grpo,gigpo,strata,strata_sigma1,strata_kappa0", help="Comma-separated."),
+    variants: str = typer.Option("sft,grpo,gigpo,strata,strata_sigma1,strata_kappa0",
+                                  help="Comma-separated; also ecpo, strata_experience, strata_dpepo."),
     env_steps: int = typer.Option(1500, help="Env-step budget of each RL run."),
     eval_episodes: int = typer.Option(100, help="Held-out episodes per evaluation."),
     sft_checkpoint: str = typer.Option("", help="Start from this checkpoint instead of the config's warm-up SFT."),
@@ -62,3 +63,18 @@ def bench_sandbox(
     from .main import console
 
     print_results({"bench": run_bench(n), "containment": containment_table()}, json_out, console)
+
+
+@bench_app.command("ray")
+def bench_ray(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    steps: int = typer.Option(600, help="Timed env steps per configuration."),
+    concurrent: int = typer.Option(8, help="Episodes stepped together as one batch."),
+    cpus_per_worker: float = typer.Option(1.0, help="CPUs Ray reserves for each env actor."),
+    address: str = typer.Option("", help="Ray cluster to join (`auto`); empty starts a local Ray."),
+) -> None:
+    """Env steps/s of the Ray executor (1 and 2 env actors) vs the local EnvPool, same run (needs ray)."""
+    from ..bench.ray_executor import print_results, run_ray_bench
+    from .main import console
+
+    print_results(run_ray_bench(steps, concurrent, cpus_per_worker, address), json_out, console)

@@ -169,9 +169,13 @@ class HFEngine:
 
     def clear_cache(self) -> None:
         """Forget cached prefixes (a training run does this each iteration, so that resuming from a
-        checkpoint, with its empty cache, samples exactly what the uninterrupted run sampled)."""
+        checkpoint, with its empty cache, samples exactly what the uninterrupted run sampled). The K/V
+        buffer goes too when idle: masked keys still enter the attention sums, so a buffer grown by
+        earlier iterations changes logprobs in the last bit."""
         with self._driver:
             self.prefix.clear()
+            if not self._running:
+                self._kv = None
 
     def close(self) -> None:
         self._kv = None

@@ -1,6 +1,7 @@
 """Checkpoints written atomically, and exact resume.
 
     checkpoints/<iteration>/    model (HF safetensors + config) and tokenizer, loadable by transformers
+                                (a LoRA policy: merged weights, and its adapters alone under adapter/)
                                 trainer_state.pt: optimizer, scheduler, RNG states, iteration, data
                                 position, dynamic-sampling buffer, horizon stage, critic head, ...
     checkpoints/last            the name of the newest complete checkpoint
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.lora import save_policy
+
 STATE_FILE = "trainer_state.pt"
 
 
@@ -36,13 +39,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, state: dict[str, Any],
                     keep: int = 0) -> Path:
     """Write `run_dir/checkpoints/<name>` atomically and point `last` at it; keep the newest `keep`
-    numbered checkpoints (0 keeps all)."""
+    numbered checkpoints (0 keeps all). A LoRA policy is written merged, its adapters under `adapter/`."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_policy(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..agent.experience import ExperienceConfig
 from ..algos.advantages import AdvantageConfig
+from ..algos.diversity_rewards import DiversityRewardConfig
 from ..algos.losses import LossConfig
 from ..engines import EngineConfig
+from ..models.lora import LoRAConfig
 from ..rollout.diversity import DiversityConfig
 from ..rollout.groups import GroupConfig
 from ..rollout.horizon import HorizonConfig
@@ -34,6 +37,22 @@ class EnvSection:
     """Env worker processes (None: one per two cores)."""
     step_timeout: float = 60.0
     """Seconds an env step may take before its worker is restarted."""
+
+
+@dataclass
+class RaySection:
+    """The Ray executor (`executor: ray`): env workers, and optionally the engine, as Ray actors."""
+
+    address: str = ""
+    """Cluster to join: `auto` (started with `ray start --head`), `ray://host:10001`, or '' for a local Ray."""
+    num_env_workers: int = 2
+    """Env actors; each hosts many episodes (one JVM per env family)."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each env actor (placement by resources)."""
+    engine_actor: bool = False
+    """Run the `hf` rollout engine in a Ray actor too (else it runs in the trainer's process)."""
+    engine_cpus: float = 1.0
+    """CPUs Ray reserves for the engine actor."""
 
 
 @dataclass
@@ -70,6 +89,8 @@ class AlgoSection:
     """Policy loss, aggregation, KL, entropy, importance correction."""
     samples: SampleConfig = field(default_factory=SampleConfig)
     """Which rows are trained."""
+    diversity_rewards: DiversityRewardConfig = field(default_factory=DiversityRewardConfig)
+    """DPEPO's step-level diversity rewards (off by default), combined with any estimator's advantages."""
 
 
 @dataclass
@@ -111,6 +132,19 @@ class CriticSection:
     """Weight of the value loss."""
     clip: float = 0.2
     """Value clipping range (0 = off)."""
+
+
+@dataclass
+class DistributedSection:
+    """Data parallel over the processes `torchrun` starts (one process: ignored)."""
+
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    """`ddp`: every rank holds the whole model; `fsdp2`: parameters sharded over ranks (`fully_shard`; in
+    the update only, not yet in `stratarl train`)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Process-group backend (`auto`: nccl when CUDA is available, gloo otherwise)."""
+    timeout_s: float = 1800.0
+    """Seconds a collective may wait for the other ranks before the run fails."""
 
 
 @dataclass
@@ -181,6 +215,10 @@ class TrainConfig:
     """Rollout engine."""
     env: EnvSection = field(default_factory=EnvSection)
     """Tasks."""
+    executor: Literal["local", "ray"] = "local"
+    """Where env workers run: `local` worker processes, or `ray` actors (settings under `ray`)."""
+    ray: RaySection = field(default_factory=RaySection)
+    """Ray executor settings (used when `executor` is `ray`)."""
     rollout: RolloutSection = field(default_factory=RolloutSection)
     """Rollouts."""
     strategy: StrategySection = field(default_factory=StrategySection)
@@ -191,8 +229,14 @@ class TrainConfig:
     """Optimizer."""
     critic: CriticSection = field(default_factory=CriticSection)
     """Critic (value-based estimators)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA adapters on the policy instead of full fine-tuning (peft; docs/scaling.md)."""
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    """Data-parallel training when started by `torchrun` (docs/scaling.md)."""
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     """Adaptive batch filling."""
+    experience: ExperienceConfig = field(default_factory=ExperienceConfig)
+    """SLEA-RL step-level experience library and retrieval into step prompts (off by default)."""
     warmup: WarmupSection = field(default_factory=WarmupSection)
     """Supervised warm-up."""
     eval: EvalSection = field(default_factory=EvalSection)

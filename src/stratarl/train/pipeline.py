@@ -20,6 +20,7 @@ import orjson
 from ..errors import UserError
 from ..models import load_model, load_tokenizer, resolve_model
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .logging import progress as make_progress
 from .rl import IterationLog, TrainingStopped, evaluate_policy, train_loop
@@ -56,6 +57,8 @@ def _evaluate(state: Any, name: str, episodes: int, console: Any) -> dict:
     with console.status(f"evaluating ({name}) on {episodes} held-out episodes ...") if console else nullcontext():
         rep = evaluate_policy(state, episodes, log, prefix=name)
     rep["seconds"] = round(time.perf_counter() - t0, 2)
+    if state.dp is not None and not state.dp.is_main:
+        return rep
     (state.run_dir / f"eval_{name}.json").write_bytes(orjson.dumps(rep, option=orjson.OPT_INDENT_2))
     if console:
         console.print(f"[bold]{name}[/]: success {100 * rep['success_rate']:.1f}% "
@@ -63,19 +66,36 @@ def _evaluate(state: Any, name: str, episodes: int, console: Any) -> dict:
     return rep
 
 
+def _fresh_start(cfg: TrainConfig, run_dir: Path, overwrite: bool, console: Any, dp: Any) -> Path:
+    """Clear the run directory and run the warm-up SFT (rank 0; the other ranks wait, then read it)."""
+    if (run_dir / "checkpoints").exists() and not overwrite:
+        raise UserError(f"{run_dir} already holds a run: use --resume to continue it, or --overwrite / another name")
+    distributed.barrier(dp)  # every rank has looked before rank 0 clears
+    if dp is None or dp.is_main:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        start = warmup_sft(cfg, console) if cfg.warmup.enabled else resolve_model(cfg.model)
+    distributed.barrier(dp)
+    if dp is not None and not dp.is_main:
+        start = warmup_sft(cfg) if cfg.warmup.enabled else resolve_model(cfg.model)  # rank 0's checkpoint
+    return start
+
+
 def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, overwrite: bool = False) -> Path:
+    """The whole run; under `torchrun` every rank runs it, and rank 0 alone writes (train/distributed.py)."""
     run_dir = Path(cfg.out_dir) / cfg.name
+    d = cfg.distributed
+    if d.strategy == "fsdp2" and distributed.launched():
+        raise UserError("distributed.strategy=fsdp2 works in the update (train/distributed.py) but is not wired "
+                        "into `stratarl train` yet (scoring, the reference model); use distributed.strategy=ddp")
+    dp = distributed.init(d.strategy, d.backend, d.timeout_s)
+    console = console if dp is None or dp.is_main else None
     if resume:
         last = ckpt.latest_checkpoint(run_dir)
         if last is None or last.name in ("sft", "last_good"):
             raise UserError(f"nothing to resume in {run_dir}: no RL checkpoint under {run_dir / 'checkpoints'}")
-        state = build_state(cfg, last, ckpt.load_state(last))
+        state = build_state(cfg, last, ckpt.load_state(last), dp=dp)
     else:
-        if (run_dir / "checkpoints").exists() and not overwrite:
-            raise UserError(f"{run_dir} already holds a run: use --resume to continue it, or --overwrite / another name")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        start = warmup_sft(cfg, console) if cfg.warmup.enabled else resolve_model(cfg.model)
-        state = build_state(cfg, start)
+        state = build_state(cfg, _fresh_start(cfg, run_dir, overwrite, console, dp), dp=dp)
         if cfg.eval.final_episodes:
             _evaluate(state, "before", cfg.eval.final_episodes, console)
     try:
@@ -87,7 +107,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, ov
         raise UserError(str(e)) from None
     finally:
         close(state)
-    _report(run_dir, console)
+        distributed.close(dp)
+    if dp is None or dp.is_main:
+        _report(run_dir, console)
     return run_dir
 
 

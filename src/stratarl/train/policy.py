@@ -8,6 +8,7 @@ vocabulary projection and keeps the logits tensor small.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -73,14 +74,14 @@ def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head
     ent_BT = None
     if entropy:
         ent = -(logp_all.exp() * logp_all).sum(-1)
-        ent_BT = torch.zeros(ids.shape, dtype=torch.float32).index_put((b_idx, t_idx + 1), ent)
+        ent_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).index_put((b_idx, t_idx + 1), ent)
     values, values_BT = None, None
     if value_head is not None:
         state = hidden[torch.arange(ids.shape[0]), batch.value_index_B]
         values = value_head(state.float()).squeeze(-1)
         if token_values:
             v = value_head(h.float()).squeeze(-1)
-            values_BT = torch.zeros(ids.shape, dtype=torch.float32).index_put((b_idx, t_idx + 1), v)
+            values_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).index_put((b_idx, t_idx + 1), v)
     return ForwardOut(logp_BT=logp_BT, entropy_BT=ent_BT, values_B=values, values_BT=values_BT)
 
 
@@ -94,3 +95,26 @@ def make_value_head(model: nn.Module, seed: int = 0) -> nn.Linear:
         head.weight.copy_(torch.randn(1, hidden, generator=gen) * 0.01)
         head.bias.zero_()
     return head
+
+
+class PolicyStep(nn.Module):
+    """The policy and its critic (a value head on the policy, or a separate backbone with the head) as
+    one module whose forward is the teacher-forced pass of a micro-batch. Data-parallel wrappers (DDP,
+    FSDP2) act through hooks on a module's forward: through this one they see every trained parameter."""
+
+    def __init__(self, model: nn.Module, value_head: nn.Module | None = None, critic_model: nn.Module | None = None,
+                 token_values: bool = False):
+        super().__init__()
+        self.model, self.value_head, self.critic_model = model, value_head, critic_model
+        self.token_values = token_values
+
+    def forward(self, batch: Batch, entropy: bool = False, bf16: bool = False) -> tuple[ForwardOut, ForwardOut | None]:
+        """(the policy's pass, carrying the values when the head is on the policy; the separate critic's pass or None)."""
+        shared = self.value_head is not None and self.critic_model is None
+        out = forward(self.model, batch, entropy=entropy, bf16=bf16, value_head=self.value_head if shared else None,
+                      token_values=shared and self.token_values)
+        if self.critic_model is None:
+            return out, None
+        values = forward(self.critic_model, batch, bf16=bf16, value_head=self.value_head, token_values=self.token_values)
+        # the critic's logprobs feed no loss: detached, DDP sees its output head as unused, not as pending
+        return out, dataclasses.replace(values, logp_BT=values.logp_BT.detach())

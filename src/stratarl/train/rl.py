@@ -14,14 +14,24 @@ from typing import Any
 
 import torch
 
+from ..agent.experience import (
+    EXPERIENCE_FILE,
+    make_retriever,
+    retrieval_metrics,
+    save_library,
+    update_library,
+)
 from ..algos.advantages import NEEDS_VALUES, Advantages, assign, compute_advantages, with_step_penalties
+from ..algos.diversity_rewards import apply_diversity_rewards
 from ..algos.losses import kl_reward_shaping
+from ..models.lora import merged_state_dict
 from ..rollout.groups import sample_groups
 from ..rollout.judge import apply_flags, audit, make_judge
 from ..rollout.store import write_groups
 from ..types import Group, Sample, Task
 from .batching import collate, micro_batches
 from .data import FillState, fill_batch, has_signal, take_from_buffer
+from .distributed import full_state_dict
 from .policy import forward
 from .samples import build_samples, pack_samples
 from .state import TrainState, save
@@ -67,13 +77,17 @@ def rollout(state: TrainState, tasks: list[Task], log: IterationLog) -> list[Gro
     todo, rounds = tasks[: n - len(fill.kept)], 0
     descriptions = state.descriptions
     descriptions.clear()
+    retriever = make_retriever(state.experience, cfg.experience, state.iteration)
     while todo and rounds < max(1, ds.max_rounds if ds.enabled else 1):
         groups = sample_groups(state.engine, state.tokenizer, state.pool, todo, cfg.rollout.group, rcfg,
-                               seed=_seed(state, rounds), selector=state.selector, descriptions=descriptions)
+                               seed=_seed(state, rounds), selector=state.selector, descriptions=descriptions,
+                               experience=retriever)
         fill_batch(state.buffer, groups, n, ds, fill)
         rounds += 1
         todo = sample_tasks(state)[: n - len(fill.kept)] if ds.enabled and len(fill.kept) < n else []
     _rollout_metrics(state, fill, rounds, log)
+    if state.experience is not None:
+        log.metrics.update(retrieval_metrics(retriever))
     return fill.kept
 
 
@@ -106,6 +120,15 @@ def _rollout_metrics(state: TrainState, fill: FillState, rounds: int, log: Itera
         m.update({f"strategy/{k}": v for k, v in last.items()})
 
 
+def evolve_experience(state: TrainState, groups: list[Group], log: IterationLog) -> None:
+    """SLEA-RL: the iteration's finished trajectories update the step-experience library (score-based
+    admission, rate-limited extraction; `agent/experience.py`), which is written to `experience.json`."""
+    if state.experience is None:
+        return
+    log.metrics.update(update_library(state.experience, groups, state.iteration, state.cfg.experience))
+    save_library(state.experience, state.run_dir / EXPERIENCE_FILE)
+
+
 def judge(state: TrainState, groups: list[Group], log: IterationLog) -> None:
     """Critical self-judgment: flag steps (`Step.judged`) and audit the judge against the rules."""
     jcfg = state.cfg.strategy.judge
@@ -119,14 +142,18 @@ def judge(state: TrainState, groups: list[Group], log: IterationLog) -> None:
 
 def advantages(state: TrainState, groups: list[Group], log: IterationLog) -> Advantages:
     """The configured estimator; with KL in the reward, each step's β·Σ_t KL(π ‖ π_ref) is added to a
-    copy of its penalty first, so the estimator sees it as part of the reward."""
+    copy of its penalty first, so the estimator sees it as part of the reward. DPEPO's diversity rewards
+    (`algo.diversity_rewards`, off by default) join as that config's `combine` says."""
     values = step_values(state, groups) if state.critic is not None else None
     scored = groups
     if state.ref_model is not None and state.cfg.algo.loss.kl_in_reward:
         extra = step_kl(state, groups)
         scored = with_step_penalties(groups, extra)
         log.metrics["kl/reward_penalty_mean"] = _mean(x for g in extra for t in g for x in t)
-    adv = compute_advantages(state.cfg.algo.estimator, scored, state.cfg.algo.advantage, values)
+    algo = state.cfg.algo
+    adv, diversity = apply_diversity_rewards(
+        scored, algo.diversity_rewards, lambda gs: compute_advantages(algo.estimator, gs, algo.advantage, values))
+    log.metrics.update(diversity)
     assign(groups, adv)
     flat = [a for g in adv.steps for t in g for a in t]
     log.metrics.update({"adv/mean": _mean(flat), "adv/std": _std(flat), "adv/abs_max": max(map(abs, flat), default=0.0),
@@ -192,7 +219,8 @@ def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateSt
     o, loss_cfg = state.cfg.optim, state.cfg.algo.loss
     stats = ppo_update(state.model, state.optimizer, state.scheduler, rows, loss_cfg, epochs=o.epochs,
                        minibatches=o.minibatches, token_budget=o.micro_batch_tokens, grad_clip=o.grad_clip,
-                       pad_id=state.pad_id, bf16=state.bf16, generator=state.generator, critic=state.critic)
+                       pad_id=state.pad_id, bf16=state.bf16, generator=state.generator, critic=state.critic,
+                       dp=state.dp)
     log.metrics.update({f"train/{k}": v for k, v in stats.__dict__.items() if not k.startswith("_")})
     log.metrics["train/lr"] = state.scheduler.get_last_lr()[0]
     state.bad_updates = state.bad_updates + stats.skipped if stats.steps == 0 else stats.consecutive_skips
@@ -200,7 +228,8 @@ def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateSt
 
 
 def sync_weights(state: TrainState) -> None:
-    state.engine.update_weights(state.model.state_dict())
+    """The engine gets the full weights: gathered from the shards (FSDP2), adapters merged in (LoRA)."""
+    state.engine.update_weights(merged_state_dict(state.model, full_state_dict(state.model, state.dp)))
 
 
 def evaluate_policy(state: TrainState, episodes: int, log: IterationLog, prefix: str = "eval") -> dict:
@@ -234,6 +263,7 @@ def run_iteration(state: TrainState) -> dict[str, float]:
     t0 = time.perf_counter()
     tasks = log.timed("tasks", sample_tasks, state)
     groups = log.timed("rollout", rollout, state, tasks, log)
+    log.timed("experience", evolve_experience, state, groups, log)
     log.timed("judge", judge, state, groups, log)
     adv = log.timed("advantages", advantages, state, groups, log)
     rows = log.timed("samples", samples, state, groups, adv, log)
@@ -241,7 +271,7 @@ def run_iteration(state: TrainState) -> dict[str, float]:
     log.timed("update", update, state, rows, log)
     log.timed("sync", sync_weights, state)
     state.horizon.observe(log.metrics.get("rollout/success", 0.0))
-    if state.cfg.logging.trajectories:
+    if state.cfg.logging.trajectories and (state.dp is None or state.dp.is_main):
         log.timed("store", write_groups, state.run_dir, state.iteration, groups)
     e = state.cfg.eval
     if e.every and (state.iteration + 1) % e.every == 0:

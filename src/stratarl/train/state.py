@@ -11,22 +11,27 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..agent.experience import ExperienceLibrary, initial_library
 from ..algos.advantages import NEEDS_VALUES
 from ..config import save_config, to_dict
 from ..engines import Engine, make_engine
 from ..envs.pool import EnvPool
+from ..envs.ray_pool import RayEngine, RayEnvPool, connect
 from ..envs.registry import make_tasks
+from ..errors import UserError, lookup
 from ..models import load_model, load_tokenizer, resolve_model
+from ..models.lora import ADAPTER_DIR, apply_lora
 from ..rollout.diversity import DiverseSelector, make_embedder
 from ..rollout.groups import StrategySelector, first_n
 from ..rollout.horizon import Horizon
 from ..types import Group, from_dict
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .data import TaskSampler
 from .logging import RunLogger
 from .policy import bf16_supported, make_value_head
-from .update import Critic
+from .update import Critic, policy_step
 
 
 @dataclass
@@ -43,8 +48,8 @@ class TrainState:
     """Its tokenizer."""
     engine: Engine
     """The rollout engine (its own copy of the weights, synced after each update)."""
-    pool: EnvPool
-    """Env workers."""
+    pool: EnvPool | RayEnvPool
+    """Env workers (local processes or Ray actors, by `cfg.executor`)."""
     optimizer: torch.optim.Optimizer
     """AdamW over the policy (and critic) parameters."""
     scheduler: Any
@@ -75,6 +80,10 @@ class TrainState:
     """Model context length."""
     descriptions: dict[str, str] = field(default_factory=dict)
     """Task descriptions seen this iteration (task uid -> text), for the judge."""
+    dp: distributed.DataParallel | None = None
+    """This process's rank in a `torchrun` run (None: a single process)."""
+    experience: ExperienceLibrary | None = None
+    """SLEA-RL step-experience library (None when `experience.enabled` is false)."""
 
     @property
     def pad_id(self) -> int:
@@ -95,9 +104,9 @@ def _critic(cfg: TrainConfig, model: nn.Module) -> Critic | None:
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, critic: Critic | None) -> tuple[torch.optim.Optimizer, Any]:
     o = cfg.optim
-    groups = [{"params": list(model.parameters()), "lr": o.lr}]
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": o.lr}]  # LoRA: adapters only
     if critic is not None:
-        groups.append({"params": critic.parameters(), "lr": cfg.critic.lr})
+        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
     opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
     total = max(1, cfg.iterations * o.epochs * o.minibatches)
 
@@ -117,33 +126,92 @@ def _selector(cfg: TrainConfig, model: nn.Module, tokenizer: Any) -> StrategySel
     return DiverseSelector(make_embedder(d.embedder, model, tokenizer), d.first)
 
 
-def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict | None = None) -> TrainState:
-    """A fresh run from `model_path` (default: the configured model), or a resumed one."""
+def _local_pool(cfg: TrainConfig) -> EnvPool:
+    return EnvPool(num_workers=cfg.env.workers, step_timeout=cfg.env.step_timeout)
+
+
+def _ray_pool(cfg: TrainConfig) -> RayEnvPool:
+    connect(cfg.ray.address)
+    return RayEnvPool(cfg.ray.num_env_workers, cfg.ray.cpus_per_worker, step_timeout=cfg.env.step_timeout)
+
+
+POOLS = {"local": _local_pool, "ray": _ray_pool}
+"""Env pool builders by `executor` name."""
+
+
+def make_pool(cfg: TrainConfig) -> EnvPool | RayEnvPool:
+    """The env pool of `cfg.executor`; an unknown name is an error that names the choices."""
+    return lookup("executor", cfg.executor, POOLS)(cfg)
+
+
+def make_rollout_engine(cfg: TrainConfig, path: Path, tokenizer: Any) -> Engine:
+    """The rollout engine; in a Ray actor when `executor: ray` and `ray.engine_actor` (the `hf` engine)."""
+    if cfg.executor != "ray" or not cfg.ray.engine_actor:
+        return make_engine(path, cfg.engine, tokenizer)
+    if cfg.engine.name != "hf":
+        raise UserError(f"ray.engine_actor runs the `hf` engine in a Ray actor, but engine.name is "
+                        f"'{cfg.engine.name}': set engine.name=hf or ray.engine_actor=false")
+    connect(cfg.ray.address)
+    return RayEngine(path, cfg.engine.hf, cfg.ray.engine_cpus)
+
+
+def _policy(cfg: TrainConfig, path: Path, resume: bool) -> nn.Module:
+    """The model to train; with LoRA, adapters on the run's base model (a resumed run: the base it
+    started from, with the checkpoint's trained adapters)."""
+    if not cfg.lora.enabled:
+        return load_model(path)
+    if not resume:
+        return apply_lora(load_model(path), cfg.lora, seed=cfg.seed)
+    sft = Path(cfg.out_dir) / cfg.name / "checkpoints" / "sft"
+    base = sft if cfg.warmup.enabled else resolve_model(cfg.model)
+    return apply_lora(load_model(base), cfg.lora, adapter=path / ADAPTER_DIR)
+
+
+class _NoLogs:
+    """The logger of every rank but 0: metrics, checkpoints and files are rank 0's to write."""
+
+    def log(self, iteration: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict | None = None,
+                dp: distributed.DataParallel | None = None) -> TrainState:
+    """A fresh run from `model_path` (default: the configured model), or a resumed one; `dp`: this
+    process's rank in a data-parallel run (`distributed.init`)."""
     run_dir = Path(cfg.out_dir) / cfg.name
     path = Path(model_path) if model_path else resolve_model(cfg.model)
-    tokenizer, model = load_tokenizer(path), load_model(path)
+    tokenizer, model = load_tokenizer(path), _policy(cfg, path, resume is not None)
     critic = _critic(cfg, model)
+    if dp is not None:  # before the optimizer: FSDP2 replaces the parameters by sharded ones
+        distributed.wrap(dp, policy_step(model, critic))
     optimizer, scheduler = _optimizer(cfg, model, critic)
+    main = dp is None or dp.is_main
     tasks = make_tasks(cfg.env.id, cfg.env.train_split, n=cfg.env.train_tasks or None)
     state = TrainState(
         cfg=cfg, run_dir=run_dir, model=model, tokenizer=tokenizer,
-        engine=make_engine(path, cfg.engine, tokenizer),
-        pool=EnvPool(num_workers=cfg.env.workers, step_timeout=cfg.env.step_timeout),
+        engine=make_rollout_engine(cfg, path, tokenizer),
+        pool=make_pool(cfg),
         optimizer=optimizer, scheduler=scheduler, sampler=TaskSampler(tasks, cfg.seed),
         horizon=Horizon(cfg.rollout.horizon),
         logger=RunLogger(run_dir, cfg.logging.tensorboard, cfg.logging.wandb, config=to_dict(cfg),
-                         resume_at=resume["iteration"] if resume else None),
+                         resume_at=resume["iteration"] if resume else None) if main else _NoLogs(),
         generator=torch.Generator().manual_seed(cfg.seed),
         bf16=cfg.optim.bf16 == "on" or (cfg.optim.bf16 == "auto" and bf16_supported()),
         critic=critic, ref_model=copy.deepcopy(model).eval() if cfg.algo.loss.kl_coef > 0 else None,
         selector=_selector(cfg, model, tokenizer), context=int(model.config.max_position_embeddings),
+        experience=initial_library(cfg.experience),
     )
     if resume:
         restore(state, resume)
     else:
         torch.manual_seed(cfg.seed)
+    state.dp = dp
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
     return state
 
 
@@ -158,6 +226,7 @@ def snapshot(state: TrainState) -> dict[str, Any]:
         "critic_head": c.head.state_dict() if c else None,
         "critic_model": c.model.state_dict() if c and c.model is not None else None,
         "ref_model": state.ref_model.state_dict() if state.ref_model is not None else None,
+        "experience": to_dict(state.experience) if state.experience is not None else None,
     }
 
 
@@ -177,11 +246,18 @@ def restore(state: TrainState, snap: dict[str, Any]) -> None:
             state.critic.model.load_state_dict(snap["critic_model"])
     if state.ref_model is not None and snap["ref_model"] is not None:
         state.ref_model.load_state_dict(snap["ref_model"])
+    if state.experience is not None and snap.get("experience") is not None:
+        state.experience = from_dict(ExperienceLibrary, snap["experience"])
 
 
 def save(state: TrainState, name: str) -> Path:
-    return ckpt.save_checkpoint(state.run_dir, name, state.model, state.tokenizer, snapshot(state),
-                                keep=state.cfg.checkpoint.keep)
+    """Rank 0 writes the checkpoint (under DDP every rank holds the same weights and optimizer state)."""
+    path = state.run_dir / "checkpoints" / name
+    if state.dp is None or state.dp.is_main:
+        path = ckpt.save_checkpoint(state.run_dir, name, state.model, state.tokenizer, snapshot(state),
+                                    keep=state.cfg.checkpoint.keep)
+    distributed.barrier(state.dp)
+    return path
 
 
 def close(state: TrainState) -> None:

@@ -18,7 +18,8 @@ from torch import nn
 from ..algos.losses import LossConfig, LossStats, policy_objective, value_loss
 from ..types import Sample
 from .batching import Batch, collate, micro_batches, split_minibatches
-from .policy import forward
+from .distributed import DataParallel, all_sum, check_same_rows, grad_sync, norm_value, shard
+from .policy import ForwardOut, PolicyStep, forward
 
 
 @dataclass
@@ -89,25 +90,21 @@ def score(model: nn.Module, samples: list[Sample], pad_id: int, bf16: bool, toke
             setattr(s, into, row[: s.num_tokens].tolist())
 
 
-def _micro_loss(model: nn.Module, batch: Batch, loss_cfg: LossConfig, totals: dict, bf16: bool,
+def _micro_loss(step: nn.Module, batch: Batch, loss_cfg: LossConfig, totals: dict, bf16: bool,
                 critic: Critic | None, want_entropy: bool) -> tuple[torch.Tensor, float, float, LossStats]:
-    shared = critic is not None and critic.model is None
-    out = forward(model, batch, entropy=want_entropy, bf16=bf16, value_head=critic.head if shared else None,
-                  token_values=bool(critic and critic.token_level))
+    out, critic_out = step(batch, entropy=want_entropy, bf16=bf16)
     old = batch.old_logp_BT if batch.old_logp_BT is not None else out.logp_BT.detach()
     loss, stats = policy_objective(out.logp_BT, old, batch.advantages_BT, batch.loss_mask_BT, loss_cfg,
                                    weights_B=batch.weights_B, ref_BT=batch.ref_logp_BT, entropy_BT=out.entropy_BT,
                                    engine_BT=batch.engine_logp_BT, **totals)
     vl = torch.zeros(())
     if critic is not None:
-        vl = _critic_loss(critic, model, batch, out, bf16, totals)
+        vl = _critic_loss(critic, batch, critic_out if critic_out is not None else out, totals)
         loss = loss + critic.coef * vl
     return loss, float(loss.detach()), float(vl.detach()), stats
 
 
-def _critic_loss(critic: Critic, model: nn.Module, batch: Batch, out: Any, bf16: bool, totals: dict) -> torch.Tensor:
-    if critic.model is not None:
-        out = forward(critic.model, batch, bf16=bf16, value_head=critic.head, token_values=critic.token_level)
+def _critic_loss(critic: Critic, batch: Batch, out: ForwardOut, totals: dict) -> torch.Tensor:
     if critic.token_level:
         mask = batch.loss_mask_BT
         err = 0.5 * (out.values_BT - batch.returns_BT) ** 2
@@ -116,31 +113,60 @@ def _critic_loss(critic: Critic, model: nn.Module, batch: Batch, out: Any, bf16:
     return value_loss(out.values_B, batch.returns_B, None, 0.0) * share
 
 
+def policy_step(model: nn.Module, critic: Critic | None) -> PolicyStep:
+    """The policy and its critic as the one module a micro-batch's forward goes through."""
+    if critic is None:
+        return PolicyStep(model)
+    return PolicyStep(model, critic.head, critic.model, critic.token_level)
+
+
+def _accumulate(step: nn.Module, rows: list[Sample], loss_cfg: LossConfig, totals: dict, *, token_budget: int,
+                pad_id: int, bf16: bool, critic: Critic | None, dp: DataParallel | None
+                ) -> tuple[float, float, LossStats | None]:
+    """Backward over this rank's micro-batches of one mini-batch; returns the mini-batch's policy and
+    value losses (summed over ranks) and the last micro-batch's stats. Alone, a non-finite loss stops
+    the accumulation at once; with `dp` every rank goes on to the gradient all-reduce (distributed.py)."""
+    mine = shard(rows, dp)
+    # a rank without rows runs one row with zero weight: every rank must join the all-reduce
+    weight = (float(dp.world_size) if dp is not None else 1.0) * (1.0 if mine else 0.0)  # DDP averages ranks
+    chunks = list(micro_batches(mine or rows[:1], token_budget))
+    pl = vl = 0.0
+    last: LossStats | None = None
+    for i, chunk in enumerate(chunks):
+        with grad_sync(dp, i == len(chunks) - 1):
+            loss, p_l, v_l, last = _micro_loss(step, collate(chunk, pad_id), loss_cfg, totals, bf16, critic,
+                                               loss_cfg.entropy_coef > 0)
+            if not math.isfinite(p_l) and dp is None:
+                return float("nan"), vl, last
+            (loss * weight).backward()
+        if mine:
+            pl, vl = pl + p_l, vl + v_l
+    pl, vl = all_sum(dp, pl, vl)
+    return pl, vl, last
+
+
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, samples: list[Sample],
                loss_cfg: LossConfig, *, epochs: int, minibatches: int, token_budget: int, grad_clip: float,
                pad_id: int, bf16: bool, generator: torch.Generator, critic: Critic | None = None,
-               params: list[nn.Parameter] | None = None) -> UpdateStats:
-    """PPO epochs over `samples` (old logprobs already filled)."""
+               params: list[nn.Parameter] | None = None, dp: DataParallel | None = None) -> UpdateStats:
+    """PPO epochs over `samples` (old logprobs already filled). With `dp`, every rank passes the same
+    `samples` and generator state, trains its share of each mini-batch through `dp.module`, and takes
+    the optimizer step the single process would take on all of them (train/distributed.py)."""
     stats = UpdateStats()
     params = params or [p for g in optimizer.param_groups for p in g["params"]]
+    check_same_rows(dp, samples)
+    step = dp.module if dp is not None and dp.module is not None else policy_step(model, critic)
     model.train()
     for _ in range(epochs):
         for mb in split_minibatches(len(samples), minibatches, generator):
             rows = sorted((samples[i] for i in mb), key=lambda s: s.num_tokens)
+            # totals over the whole mini-batch, on every rank: see distributed.py for why not per rank
             totals = {"total_tokens": max(1.0, float(sum(sum(s.loss_mask) for s in rows))),
                       "total_rows": float(sum(1 for s in rows if any(s.loss_mask))) or 1.0}
             optimizer.zero_grad(set_to_none=True)
-            pl = vl = 0.0
-            last: LossStats | None = None
-            for chunk in micro_batches(rows, token_budget):
-                loss, p_l, v_l, last = _micro_loss(model, collate(chunk, pad_id), loss_cfg, totals, bf16, critic,
-                                                   loss_cfg.entropy_coef > 0)
-                if not math.isfinite(p_l):
-                    pl = float("nan")
-                    break
-                loss.backward()
-                pl, vl = pl + p_l, vl + v_l
-            gn = float(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf")))
+            pl, vl, last = _accumulate(step, rows, loss_cfg, totals, token_budget=token_budget, pad_id=pad_id,
+                                       bf16=bf16, critic=critic, dp=dp)
+            gn = norm_value(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf")))
             if not (math.isfinite(pl) and math.isfinite(gn)) or last is None:
                 optimizer.zero_grad(set_to_none=True)
                 stats.skipped += 1

@@ -1,0 +1,73 @@
+"""Data parallel: one update of the real tiny model by 2 ranks (torchrun, gloo, CPU) takes the same
+step as one process on the same global batch (fp32)."""
+
+import importlib.util
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stratarl.models import load_model
+from stratarl.train.batching import split_minibatches
+from stratarl.train.distributed import DataParallel, shard
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _worker():
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(out: Path, tiny_path: Path, strategy: str) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(WORKER), str(out), str(tiny_path), strategy]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+
+def test_ranks_hold_uneven_token_counts():
+    """The test batch is one where a per-rank token-mean would differ from the global one."""
+    w = _worker()
+    tokens = [r for _, r in w.LENGTHS]
+    dps = [DataParallel(rank=r, world_size=2, local_rank=r, device=torch.device("cpu")) for r in range(2)]
+    for mb in split_minibatches(len(tokens), w.CASES["step_gae"]["minibatches"], torch.Generator().manual_seed(1)):
+        rows = sorted(mb, key=lambda i: sum(w.LENGTHS[i]))
+        per_rank = [sum(tokens[i] for i in shard(rows, dp)) for dp in dps]
+        assert per_rank[0] != per_rank[1] and sorted(shard(rows, dps[0]) + shard(rows, dps[1])) == sorted(mb)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_path):
+    """Each case's update in this one process, and the parameters before it."""
+    w = _worker()
+    return {name: w.run_case(name, tiny_path, dp=None) for name in w.CASES}, load_model(tiny_path).state_dict()
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_ranks_take_the_single_process_step(tmp_path, tiny_path, single, strategy):
+    """SGD steps on token-mean GRPO rows (4 mini-batches, one with a single row), step-GAE with a value head
+    and clipping, token GAE with a separate critic: same parameters and losses as one process."""
+    _torchrun(tmp_path, tiny_path, strategy)
+    results, start = single
+    for name, want in results.items():
+        got = torch.load(tmp_path / f"{name}.pt")
+        assert any(not torch.equal(v, start[k]) for k, v in want["params"].items() if k in start), name
+        assert got["params"].keys() == want["params"].keys()
+        for k, v in want["params"].items():
+            assert torch.allclose(got["params"][k], v, rtol=1e-5, atol=1e-6), (name, k, (got["params"][k] - v).abs().max())
+        for k in ("policy_loss", "value_loss", "grad_norm", "steps", "skipped"):
+            assert got["stats"][k] == pytest.approx(want["stats"][k], rel=1e-5, abs=1e-7), (name, k)
+    for rank in range(2):  # the worker then gave the ranks different rows: both refused
+        assert "other training rows" in (tmp_path / f"mismatch_{rank}.txt").read_text()
