@@ -27,3 +27,20 @@ def smollm2_path():
     from stratarl.models import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_path, tiny_tokenizer):
+    """The real `hf` engine on the tiny model, one per test module."""
+    from stratarl.engines.hf import HFEngine, HFEngineConfig
+
+    return HFEngine(tiny_path, HFEngineConfig(), tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A one-worker EnvPool, one per test module."""
+    from stratarl.envs.pool import EnvPool
+
+    with EnvPool(num_workers=1) as p:
+        yield p

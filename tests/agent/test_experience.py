@@ -255,21 +255,6 @@ def test_prompts_are_unchanged_without_experience():
 # -- a real rollout --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_path, tiny_tokenizer):
-    from stratarl.engines.hf import HFEngine, HFEngineConfig
-
-    return HFEngine(tiny_path, HFEngineConfig(), tiny_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    from stratarl.envs.pool import EnvPool
-
-    with EnvPool(num_workers=1) as p:
-        yield p
-
-
 def test_retrieved_experience_reaches_the_prompt_ids(engine, tiny_tokenizer, pool):
     from stratarl.envs import make_tasks
     from stratarl.rollout.groups import GroupConfig, sample_groups

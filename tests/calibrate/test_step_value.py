@@ -17,28 +17,15 @@ from stratarl.calibrate.trajectories import (
     write_reflections,
 )
 from stratarl.engines import SamplingParams
-from stratarl.engines.hf import HFEngine, HFEngineConfig
 from stratarl.engines.openai import OpenAIEngine
 from stratarl.engines.serve import Server
 from stratarl.envs import make_tasks
-from stratarl.envs.pool import EnvPool
 from stratarl.rollout.diversity import TfidfEmbedder
 from stratarl.rollout.expert import expert_episodes
 from stratarl.rollout.runner import RunnerConfig, StepSampling
 from stratarl.types import from_json, to_json
 
 ENV = "twx:cookingworld?numLocations=1&numIngredients=1&numDistractorItems=0"
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_path, tiny_tokenizer):
-    return HFEngine(tiny_path, HFEngineConfig(), tiny_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with EnvPool(num_workers=1) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

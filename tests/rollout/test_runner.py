@@ -4,9 +4,7 @@ terminations recorded, and the JSONL round trip."""
 import pytest
 
 from stratarl.agent.prompts import PromptConfig, render, step_messages
-from stratarl.engines.hf import HFEngine, HFEngineConfig
 from stratarl.envs import make_tasks
-from stratarl.envs.pool import EnvPool
 from stratarl.rollout.groups import GroupConfig, sample_groups
 from stratarl.rollout.runner import RunnerConfig, StepSampling
 from stratarl.rollout.store import iteration_path, read_trajectories, regroup, write_groups
@@ -22,17 +20,6 @@ class Recording:
         out = self.engine.generate(prompts, params)
         self.calls.append((prompts, params, out))
         return out
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_path, tiny_tokenizer):
-    return HFEngine(tiny_path, HFEngineConfig(), tiny_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with EnvPool(num_workers=1) as p:
-        yield p
 
 
 def test_two_by_two_group_rollout_is_token_exact(engine, tiny_tokenizer, pool, tmp_path):
