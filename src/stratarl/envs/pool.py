@@ -25,7 +25,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -197,12 +197,7 @@ class EnvPool:
 
     def reset(self, tasks: Sequence[Task]) -> list[EnvReply]:
         """Open one episode per task; `reply.episode` is the id to step it with."""
-        items = []
-        for task in tasks:
-            episode = next(self._ids)
-            self._assign(episode)
-            items.append((episode, task))
-        return self._run("reset", items, first_call=True)
+        return self._run("reset", open_episodes(tasks, self._ids, self._assign), first_call=True)
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         """Step episodes `(episode, action)`; replies come back in the same order."""
@@ -361,3 +356,13 @@ def by_worker(episodes: Iterable[int], where: dict[int, int], lost: dict[int, st
         if w is not None:
             out.setdefault(w, []).append(episode)
     return out
+
+
+def open_episodes(tasks: Sequence[Task], ids: Iterator[int], assign: Callable[[int], None]) -> list[tuple[int, Task]]:
+    """A fresh episode id per task, each placed on a worker by `assign`."""
+    items = []
+    for task in tasks:
+        episode = next(ids)
+        assign(episode)
+        items.append((episode, task))
+    return items

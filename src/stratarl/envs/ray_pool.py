@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..types import Task
-from .pool import EnvReply, _error, _Host, by_worker, split_lost
+from .pool import EnvReply, _error, _Host, by_worker, open_episodes, split_lost
 
 if TYPE_CHECKING:  # importing `engines` loads torch, which env actors do not need
     from ..engines.base import Completion, SamplingParams
@@ -139,12 +139,7 @@ class RayEnvPool:
 
     def reset(self, tasks: Sequence[Task]) -> list[EnvReply]:
         """Open one episode per task; `reply.episode` is the id to step it with."""
-        items = []
-        for task in tasks:
-            episode = next(self._ids)
-            self._assign(episode)
-            items.append((episode, task))
-        return self._run("reset", items, first_call=True)
+        return self._run("reset", open_episodes(tasks, self._ids, self._assign), first_call=True)
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         """Step episodes `(episode, action)`; replies come back in the same order."""
