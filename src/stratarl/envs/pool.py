@@ -201,10 +201,7 @@ class EnvPool:
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         """Step episodes `(episode, action)`; replies come back in the same order."""
-        ready, lost = split_lost(actions, self._lost)
-        replies = {r.episode: r for r in self._run("step", ready)}
-        replies.update(lost)
-        return [replies[e] for e, _ in actions]
+        return step_episodes(actions, self._lost, lambda ready: self._run("step", ready))
 
     def release(self, episodes: Iterable[int]) -> None:
         """Finish episodes; their env instances are kept for reuse."""
@@ -366,3 +363,11 @@ def open_episodes(tasks: Sequence[Task], ids: Iterator[int], assign: Callable[[i
         assign(episode)
         items.append((episode, task))
     return items
+
+
+def step_episodes(actions: Sequence[tuple[int, str]], lost: dict[int, str],
+                  run: Callable[[list[tuple[int, str]]], list[EnvReply]]) -> list[EnvReply]:
+    """Step the live episodes through `run`; lost ones get their `env_error`; replies in `actions` order."""
+    ready, replies = split_lost(actions, lost)
+    replies.update({r.episode: r for r in run(ready)})
+    return [replies[e] for e, _ in actions]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..types import Task
-from .pool import EnvReply, _error, _Host, by_worker, open_episodes, split_lost
+from .pool import EnvReply, _error, _Host, by_worker, open_episodes, step_episodes
 
 if TYPE_CHECKING:  # importing `engines` loads torch, which env actors do not need
     from ..engines.base import Completion, SamplingParams
@@ -143,10 +143,7 @@ class RayEnvPool:
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         """Step episodes `(episode, action)`; replies come back in the same order."""
-        ready, lost = split_lost(actions, self._lost)
-        replies = {r.episode: r for r in self._run("step", ready)}
-        replies.update(lost)
-        return [replies[e] for e, _ in actions]
+        return step_episodes(actions, self._lost, lambda ready: self._run("step", ready))
 
     def release(self, episodes: Iterable[int]) -> None:
         """Finish episodes; their env instances are kept for reuse (the call is not waited for)."""
