@@ -207,9 +207,15 @@ def solves(output: str, gold: str) -> bool:
 
 # --- datasets ---------------------------------------------------------------------------------------
 
+SYNTH_RUNS = "runs/*/tools"
+"""Glob, relative to the working directory, of where `stratarl synth environments` writes datasets."""
+
+
 def dataset_dirs() -> dict[str, Path]:
-    """Dataset name -> directory: the shipped ones, then those under $STRATARL_TOOLS_DATA."""
-    roots = [DATA] + ([Path(os.environ[USER_DATA])] if os.environ.get(USER_DATA) else [])
+    """Dataset name -> directory: the shipped ones, then those under $STRATARL_TOOLS_DATA (one directory,
+    or several joined by os.pathsep), then those under ./runs/*/tools/ (`stratarl synth environments`)."""
+    user = [Path(p) for p in os.environ.get(USER_DATA, "").split(os.pathsep) if p]
+    roots = [DATA, *user, *sorted(Path().glob(SYNTH_RUNS))]
     found: dict[str, Path] = {}
     for root in roots:
         if root.is_dir():
