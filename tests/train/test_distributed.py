@@ -71,3 +71,40 @@ def test_two_ranks_take_the_single_process_step(tmp_path, tiny_path, single, str
             assert got["stats"][k] == pytest.approx(want["stats"][k], rel=1e-5, abs=1e-7), (name, k)
     for rank in range(2):  # the worker then gave the ranks different rows: both refused
         assert "other training rows" in (tmp_path / f"mismatch_{rank}.txt").read_text()
+
+
+def test_gather_shards_restores_task_order(monkeypatch):
+    """Rank r rolled out items r, r+W, ...: after the all-gather every rank holds 0..n-1 in order."""
+    from stratarl.train import distributed
+
+    items, w = list(range(7)), 3
+    parts = [(shard(items, DataParallel(rank=r, world_size=w, local_rank=r, device=torch.device("cpu"))), {f"d{r}": r})
+             for r in range(w)]
+    assert [p[0] for p in parts] == [[0, 3, 6], [1, 4], [2, 5]]
+
+    def all_gather_object(out, obj):
+        out[:] = parts
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", all_gather_object)
+    dp = DataParallel(rank=1, world_size=w, local_rank=1, device=torch.device("cpu"))
+    got, extra = distributed.gather_shards(dp, parts[1][0], parts[1][1])
+    assert got == items and extra == {"d0": 0, "d1": 1, "d2": 2}
+
+
+def test_stratarl_train_shards_rollouts_over_two_ranks(tmp_path):
+    """`torchrun ... stratarl train`: each rank rolls out half the tasks; both train on the gathered batch
+    (the row check in the update would stop a rank holding other rows)."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "stratarl", "train", str(root / "configs/grpo_tiny.yaml"),
+           f"out_dir={tmp_path}", "name=dp", "iterations=1", "env.tasks_per_iteration=4", "env.workers=1",
+           "rollout.group.n_rollouts=2", "rollout.horizon.max_steps=3", "logging.tensorboard=false",
+           "logging.progress=false", "engine.hf.dtype=float32", "optim.bf16=off"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    (m,) = [json.loads(line) for line in (tmp_path / "dp" / "metrics.jsonl").read_text().splitlines()]
+    assert m["rollout/episodes"] == 8 and m["rollout/episodes_this_rank"] == 4
+    assert (tmp_path / "dp" / "checkpoints" / "1").is_dir()

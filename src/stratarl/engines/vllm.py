@@ -14,9 +14,11 @@ Create the engine under `if __name__ == "__main__":` in scripts: vLLM starts wor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +46,20 @@ class VLLMEngineConfig:
     """Skip torch.compile (faster start, slower steps); tests use it."""
     seed: int = 0
     """vLLM's global seed (per-request seeds come from `SamplingParams.seed`)."""
+    placement: Literal["separate", "colocated"] = "separate"
+    """Where vLLM's engine core runs. `separate`: in its own process (vLLM's default; on a GPU machine
+    on the GPUs of `devices`), `colocated`: in the trainer's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`),
+    on GPU sharing the trainer's device. Weights reach it after every update either way."""
+    tensor_parallel_size: int = 1
+    """GPUs one engine spreads the model over (GPU only)."""
+    devices: str = ""
+    """GPU only, `separate`: the CUDA devices of the engine process (e.g. `1` or `1,2`), so the trainer keeps
+    its own; '' leaves CUDA_VISIBLE_DEVICES as it is. Not verified on a GPU yet (docs/scaling.md)."""
+    gpu_memory_utilization: float = 0.9
+    """GPU only: the fraction of device memory vLLM may take (lower it when colocated with the trainer)."""
+    sleep_during_update: bool = False
+    """GPU only, `colocated`: free vLLM's weights and KV cache (`LLM.sleep`) while the trainer updates and
+    wake it for the weight sync. Not verified on a GPU yet."""
 
 
 class WorkerExtension:
@@ -94,13 +110,20 @@ class VLLMEngine:
 
     def __init__(self, model_path: str | Path, cfg: VLLMEngineConfig | None = None, tokenizer: Any = None):
         vllm = import_vllm()
-        self.cfg = cfg or VLLMEngineConfig()
-        self.llm = vllm.LLM(
-            model=str(model_path), dtype=self.cfg.dtype, seed=self.cfg.seed, enable_prefix_caching=True,
-            max_model_len=self.cfg.max_model_len, max_num_seqs=self.cfg.max_num_seqs,
-            max_num_batched_tokens=max(self.cfg.max_num_batched_tokens, self.cfg.max_model_len),
-            kv_cache_memory_bytes=int(self.cfg.kv_cache_gb * (1 << 30)), enforce_eager=self.cfg.enforce_eager,
-            worker_extension_cls=f"{__name__}.WorkerExtension")
+        self.cfg = cfg = cfg or VLLMEngineConfig()
+        self.asleep = False
+        gpu = _cuda_available()
+        extra: dict[str, Any] = {"gpu_memory_utilization": cfg.gpu_memory_utilization, "enable_sleep_mode":
+                                 cfg.sleep_during_update, "tensor_parallel_size": cfg.tensor_parallel_size} \
+            if gpu else {"kv_cache_memory_bytes": int(cfg.kv_cache_gb * (1 << 30))}
+        if cfg.placement == "colocated" and cfg.tensor_parallel_size == 1:
+            extra["distributed_executor_backend"] = "uni"  # the model worker in this process as well
+        with _placement_env(cfg, gpu):
+            self.llm = vllm.LLM(
+                model=str(model_path), dtype=cfg.dtype, seed=cfg.seed, enable_prefix_caching=True,
+                max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs,
+                max_num_batched_tokens=max(cfg.max_num_batched_tokens, cfg.max_model_len),
+                enforce_eager=cfg.enforce_eager, worker_extension_cls=f"{__name__}.WorkerExtension", **extra)
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.llm.collective_rpc("stratarl_init_amx")
 
@@ -120,10 +143,20 @@ class VLLMEngine:
                                  [self._sampling(vllm, params, i) for i in range(len(prompts))], use_tqdm=False)
         return [_completion(c, i) for i, out in enumerate(outs) for c in out.outputs]
 
+    def offload(self) -> None:
+        """Called before the trainer's update: with `sleep_during_update` (GPU, colocated) vLLM frees its
+        device memory (`LLM.sleep(level=1)`: weights offloaded, KV cache dropped); otherwise nothing."""
+        if self.cfg.sleep_during_update and not self.asleep and _cuda_available():
+            self.llm.sleep(level=1)
+            self.asleep = True
+
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load new weights (HF names, any dtype) into every worker and drop the prefix cache."""
         from safetensors.torch import save_file
 
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
         with tempfile.TemporaryDirectory(prefix="stratarl-weights-") as tmp:
             path = os.path.join(tmp, "model.safetensors")
             save_file(_distinct(state_dict), path)
@@ -140,6 +173,31 @@ class VLLMEngine:
             if shutdown:
                 shutdown()
             del llm
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def _placement_env(cfg: VLLMEngineConfig, gpu: bool) -> Iterator[None]:
+    """The environment vLLM is created in: `colocated` keeps the engine core in this process; `separate`
+    with `devices` (GPU) shows the engine process only those GPUs. Restored afterwards."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0" if cfg.placement == "colocated" else "1"}
+    if gpu and cfg.placement == "separate" and cfg.devices:
+        env["CUDA_VISIBLE_DEVICES"] = cfg.devices
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _distinct(state_dict: dict[str, Any]) -> dict[str, Any]:

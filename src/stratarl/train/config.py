@@ -145,6 +145,9 @@ class DistributedSection:
     """Process-group backend (`auto`: nccl when CUDA is available, gloo otherwise)."""
     timeout_s: float = 1800.0
     """Seconds a collective may wait for the other ranks before the run fails."""
+    shard_rollouts: bool = True
+    """Each rank rolls out its share of the iteration's tasks (tasks rank, rank + W, ...), then the groups
+    are all-gathered so every rank trains on the whole batch; false: every rank runs every rollout."""
 
 
 @dataclass

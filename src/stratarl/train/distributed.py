@@ -19,8 +19,9 @@ How one optimizer step of W ranks equals the single-process step on the same glo
   all-reduce; and a non-finite loss does not stop a rank early (its NaN gradient reaches every rank
   through the all-reduce, so all ranks skip that step together).
 
-Every rank builds the same batch: `stratarl train` runs the same rollouts on every rank (same seeds),
-checked by `check_same_rows`; sharding the rollouts themselves is not done yet. Rank 0 alone writes.
+Every rank builds the same batch: with `distributed.shard_rollouts` (the default) each rank rolls out
+its share of the iteration's tasks and the groups are all-gathered (`gather_shards`); without it every
+rank runs all rollouts itself (same seeds). `check_same_rows` checks the result. Rank 0 alone writes.
 
 The FSDP2 path is written against torch's public API (`torch.distributed.fsdp.fully_shard`,
 `torch.distributed.checkpoint.state_dict`) and its update is tested here on CPU with gloo; it is not
@@ -173,6 +174,20 @@ def check_same_rows(dp: DataParallel | None, rows: Sequence[Any]) -> None:
     if int(t[0]) != v or -int(t[1]) != v:
         raise UserError(f"rank {dp.rank} holds other training rows than another rank: data parallel needs every "
                         "rank to build the same batch (same seeds, deterministic rollouts)")
+
+
+def gather_shards(dp: DataParallel, items: list[T], extra: dict[str, Any]) -> tuple[list[T], dict[str, Any]]:
+    """Undo `shard` after each rank worked on its share: every rank gets all items in their original
+    order (item i came from rank i mod W, as its (i div W)-th), and the union of the ranks' `extra`."""
+    gathered: list[Any] = [None] * dp.world_size
+    dist.all_gather_object(gathered, (items, extra))
+    out: list[T] = []
+    for i in range(sum(len(g[0]) for g in gathered)):
+        out.append(gathered[i % dp.world_size][0][i // dp.world_size])
+    merged: dict[str, Any] = {}
+    for _, e in gathered:
+        merged.update(e)
+    return out, merged
 
 
 def norm_value(norm: Any) -> float:

@@ -31,7 +31,7 @@ from ..rollout.store import write_groups
 from ..types import Group, Sample, Task
 from .batching import collate, micro_batches
 from .data import FillState, fill_batch, has_signal, take_from_buffer
-from .distributed import full_state_dict
+from .distributed import full_state_dict, gather_shards, shard
 from .policy import forward
 from .samples import build_samples, pack_samples
 from .state import TrainState, save
@@ -75,13 +75,10 @@ def rollout(state: TrainState, tasks: list[Task], log: IterationLog) -> list[Gro
     fill = FillState()
     take_from_buffer(state.buffer, n, fill)
     todo, rounds = tasks[: n - len(fill.kept)], 0
-    descriptions = state.descriptions
-    descriptions.clear()
+    state.descriptions.clear()
     retriever = make_retriever(state.experience, cfg.experience, state.iteration)
     while todo and rounds < max(1, ds.max_rounds if ds.enabled else 1):
-        groups = sample_groups(state.engine, state.tokenizer, state.pool, todo, cfg.rollout.group, rcfg,
-                               seed=_seed(state, rounds), selector=state.selector, descriptions=descriptions,
-                               experience=retriever)
+        groups = _sample_shard(state, todo, rcfg, _seed(state, rounds), retriever, log)
         fill_batch(state.buffer, groups, n, ds, fill)
         rounds += 1
         todo = sample_tasks(state)[: n - len(fill.kept)] if ds.enabled and len(fill.kept) < n else []
@@ -89,6 +86,25 @@ def rollout(state: TrainState, tasks: list[Task], log: IterationLog) -> list[Gro
     if state.experience is not None:
         log.metrics.update(retrieval_metrics(retriever))
     return fill.kept
+
+
+def _sample_shard(state: TrainState, tasks: list[Task], rcfg: Any, seed: int, retriever: Any,
+                  log: IterationLog) -> list[Group]:
+    """The groups of `tasks`. Under data parallel with `distributed.shard_rollouts`, each rank rolls out
+    tasks rank, rank + W, ... and the groups (and task descriptions) are all-gathered, so that every
+    rank then holds the whole batch in task order, as the update needs."""
+    dp, cfg = state.dp, state.cfg
+    sharded = dp is not None and cfg.distributed.shard_rollouts
+    mine = shard(tasks, dp) if sharded else tasks
+    groups = sample_groups(state.engine, state.tokenizer, state.pool, mine, cfg.rollout.group, rcfg, seed=seed,
+                           selector=state.selector, descriptions=state.descriptions, experience=retriever)
+    log.metrics["rollout/episodes_this_rank"] = log.metrics.get("rollout/episodes_this_rank", 0) + sum(
+        len(g.flat) for g in groups)
+    if not sharded:
+        return groups
+    groups, descriptions = gather_shards(dp, groups, dict(state.descriptions))
+    state.descriptions.update(descriptions)
+    return groups
 
 
 def _seed(state: TrainState, rnd: int) -> int:
@@ -217,6 +233,9 @@ def old_and_ref_logprobs(state: TrainState, rows: list[Sample], log: IterationLo
 
 def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateStats:
     o, loss_cfg = state.cfg.optim, state.cfg.algo.loss
+    offload = getattr(state.engine, "offload", None)
+    if offload:
+        offload()  # a colocated GPU engine frees its memory for the update (vLLM sleep mode)
     stats = ppo_update(state.model, state.optimizer, state.scheduler, rows, loss_cfg, epochs=o.epochs,
                        minibatches=o.minibatches, token_budget=o.micro_batch_tokens, grad_clip=o.grad_clip,
                        pad_id=state.pad_id, bf16=state.bf16, generator=state.generator, critic=state.critic,
