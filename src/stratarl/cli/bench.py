@@ -78,3 +78,49 @@ def bench_ray(
     from .main import console
 
     print_results(run_ray_bench(steps, concurrent, cpus_per_worker, address), json_out, console)
+
+
+@bench_app.command("tools-reward")
+def bench_tools_reward(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seeds: int = typer.Option(1, help="RL seeds per training reward."),
+    config: str = typer.Option("configs/bench_tools_reward.yaml", help="Base TrainConfig YAML (a tools: env)."),
+    variants: str = typer.Option("f1,recall,precision", help="Comma-separated training rewards."),
+    iterations: int = typer.Option(6, help="RL iterations per run."),
+    eval_episodes: int = typer.Option(26, help="Held-out episodes per evaluation (always F1-scored)."),
+    sft_checkpoint: str = typer.Option("", help="Start from this checkpoint instead of the config's warm-up SFT."),
+    out_dir: str = typer.Option("runs/bench_tools_reward", help="Where results.json and the runs go."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the base config, e.g. optim.lr=1e-4."),
+) -> None:
+    """F1 vs recall-only vs precision-only RL reward on tools: tool calls per episode and held-out F1."""
+    from rich.console import Console
+
+    from ..bench.tools_reward import (
+        ToolsRewardBenchConfig,
+        check_variants,
+        print_results,
+        run_tools_reward_bench,
+    )
+    from ..train.logging import progress as progress_display
+    from .main import console
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    check_variants(names)
+    cfg = ToolsRewardBenchConfig(config=config, variants=names, seeds=seeds, iterations=iterations,
+                                 eval_episodes=eval_episodes, sft_checkpoint=sft_checkpoint, out_dir=out_dir,
+                                 overrides=list(overrides or []))
+    out = Console(stderr=True) if json_out else console
+    total = 1 + len(names) * seeds
+    with progress_display(out) as bar:
+        task = bar.add_task("bench tools-reward (runs)", total=total, status="")
+        done = {"n": 0}
+
+        def on_run(variant: str, seed: int) -> None:
+            bar.update(task, completed=done["n"], status=f"{variant} seed {seed}")
+            done["n"] += 1
+
+        results = run_tools_reward_bench(cfg, out, on_run)
+        bar.update(task, completed=total, status="done")
+    print_results(results, json_out, console)
+    out.print(f"results: {out_dir}/results.json")
+

@@ -25,9 +25,9 @@ DYNAMIC: dict[str, Callable[[str], EnvSpec]] = {}
 
 @cache
 def builtin_specs() -> dict[str, EnvSpec]:
-    from . import datadir, sciworld, search, tools, twx  # search and tools also register DYNAMIC
+    from . import bfcl, datadir, sciworld, search, tools, twx  # search and tools also register DYNAMIC
 
-    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs(), *search.specs(), *tools.specs()]
+    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs(), *search.specs(), *tools.specs(), *bfcl.specs()]
     return {s.id: s for s in specs}
 
 

@@ -565,8 +565,14 @@ def specs() -> list[EnvSpec]:
 
 
 def resolve(name: str) -> EnvSpec:
-    """`tools:<name>` for a shipped or $STRATARL_TOOLS_DATA dataset; else an error listing them."""
-    _dir(name)
+    """`tools:<name>` for a shipped or $STRATARL_TOOLS_DATA dataset, or a BFCL multi-turn category
+    (`envs/bfcl.py`); else an error listing them."""
+    from . import bfcl
+
+    if (found := bfcl.resolve(name)) is not None:
+        return found
+    if name not in dataset_dirs():
+        raise UnknownNameError("environment", f"tools:{name}", [f"tools:{d}" for d in datasets()] + bfcl.ids())
     return spec(name)
 
 
