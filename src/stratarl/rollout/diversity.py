@@ -86,11 +86,13 @@ def _mean_pool(backbone: Any, tokenizer: Any, texts: list[str], max_tokens: int)
 
     enc = tokenizer([t or " " for t in texts], padding=True, truncation=True, max_length=max_tokens,
                     return_tensors="pt")
+    device = next(backbone.parameters()).device
+    ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     with torch.inference_mode():
-        hidden = backbone(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        hidden = backbone(input_ids=ids, attention_mask=attn).last_hidden_state
+    mask = attn.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return _normalize(pooled.float().numpy().astype(np.float64))
+    return _normalize(pooled.float().cpu().numpy().astype(np.float64))
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ Rows are right-padded; padding has attention 0 and loss mask 0.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,13 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         return int(self.loss_mask_BT.sum().item())
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device` (itself when already there): batches are built on the CPU."""
+        if self.input_ids_BT.device == device:
+            return self
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if getattr(self, f.name) is not None})
 
 
 def _pad(rows: Sequence[Sequence[float]], width: int, value: float, dtype: torch.dtype) -> torch.Tensor:

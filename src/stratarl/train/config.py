@@ -214,6 +214,9 @@ class TrainConfig:
     """RL iterations."""
     model: str = "tiny"
     """Model name (`tiny`, `smollm2-135m`) or a local HF checkpoint directory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the trainer runs: `auto` is the GPU when CUDA is available (under torchrun the rank's own), else
+    the CPU. The rollout engine places itself (`engine.*`). GPU training is not verified yet (docs/scaling.md)."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     """Rollout engine."""
     env: EnvSection = field(default_factory=EnvSection)

@@ -42,11 +42,17 @@ def bf16_supported() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def autocast(enabled: bool):
-    """bf16 autocast on CPU when enabled; a no-op context otherwise. Master weights stay fp32."""
+def autocast(enabled: bool, device_type: str = "cpu"):
+    """bf16 autocast (on the CPU, or on `device_type`) when enabled; a no-op context otherwise. Master
+    weights stay fp32."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where `model`'s parameters live (the trainer's device)."""
+    return next(model.parameters()).device
 
 
 def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -57,14 +63,15 @@ def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head
             bf16: bool = False, token_values: bool = False) -> ForwardOut:
     """Logprobs of the trained tokens of `batch` under `model` (and entropy / values on request)."""
     backbone, head = _backbone_and_head(model)
+    batch = batch.to(device_of(model))
     ids, attn = batch.input_ids_BT, batch.attention_mask_BT
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    with autocast(bf16):
+    with autocast(bf16, ids.device.type):
         hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=positions).last_hidden_state
     trained = batch.loss_mask_BT[:, 1:] > 0  # token t (t >= 1) is predicted from position t-1
     b_idx, t_idx = trained.nonzero(as_tuple=True)
     h = hidden[b_idx, t_idx]  # [N, H] states that predict trained tokens
-    with autocast(bf16):
+    with autocast(bf16, ids.device.type):
         logits = head(h)
     logits = logits.float()
     logp_all = torch.log_softmax(logits, dim=-1)

@@ -30,7 +30,7 @@ from . import distributed
 from .config import TrainConfig
 from .data import TaskSampler
 from .logging import RunLogger
-from .policy import bf16_supported, make_value_head
+from .policy import bf16_supported, device_of, make_value_head
 from .update import Critic, policy_step
 
 
@@ -98,8 +98,15 @@ def _critic(cfg: TrainConfig, model: nn.Module) -> Critic | None:
     if kind == "none":
         return None
     backbone = copy.deepcopy(model) if kind == "separate" else None
-    return Critic(head=make_value_head(model, cfg.seed), model=backbone, coef=cfg.critic.coef, clip=cfg.critic.clip,
-                  token_level=needs == "token")
+    head = make_value_head(model, cfg.seed).to(device_of(model))
+    return Critic(head=head, model=backbone, coef=cfg.critic.coef, clip=cfg.critic.clip, token_level=needs == "token")
+
+
+def trainer_device(name: str) -> torch.device:
+    """`auto`: the GPU when CUDA is available, else the CPU; `cuda` without CUDA is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda, but torch sees no CUDA device: use device=auto or device=cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module, critic: Critic | None) -> tuple[torch.optim.Optimizer, Any]:
@@ -184,6 +191,7 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
     run_dir = Path(cfg.out_dir) / cfg.name
     path = Path(model_path) if model_path else resolve_model(cfg.model)
     tokenizer, model = load_tokenizer(path), _policy(cfg, path, resume is not None)
+    model.to(dp.device if dp is not None else trainer_device(cfg.device))
     critic = _critic(cfg, model)
     if dp is not None:  # before the optimizer: FSDP2 replaces the parameters by sharded ones
         distributed.wrap(dp, policy_step(model, critic))

@@ -19,7 +19,7 @@ from ..algos.losses import LossConfig, LossStats, policy_objective, value_loss
 from ..types import Sample
 from .batching import Batch, collate, micro_batches, split_minibatches
 from .distributed import DataParallel, all_sum, check_same_rows, grad_sync, norm_value, shard
-from .policy import ForwardOut, PolicyStep, forward
+from .policy import ForwardOut, PolicyStep, device_of, forward
 
 
 @dataclass
@@ -92,12 +92,13 @@ def score(model: nn.Module, samples: list[Sample], pad_id: int, bf16: bool, toke
 
 def _micro_loss(step: nn.Module, batch: Batch, loss_cfg: LossConfig, totals: dict, bf16: bool,
                 critic: Critic | None, want_entropy: bool) -> tuple[torch.Tensor, float, float, LossStats]:
+    batch = batch.to(device_of(step))
     out, critic_out = step(batch, entropy=want_entropy, bf16=bf16)
     old = batch.old_logp_BT if batch.old_logp_BT is not None else out.logp_BT.detach()
     loss, stats = policy_objective(out.logp_BT, old, batch.advantages_BT, batch.loss_mask_BT, loss_cfg,
                                    weights_B=batch.weights_B, ref_BT=batch.ref_logp_BT, entropy_BT=out.entropy_BT,
                                    engine_BT=batch.engine_logp_BT, **totals)
-    vl = torch.zeros(())
+    vl = torch.zeros((), device=loss.device)
     if critic is not None:
         vl = _critic_loss(critic, batch, critic_out if critic_out is not None else out, totals)
         loss = loss + critic.coef * vl
