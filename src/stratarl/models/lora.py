@@ -104,12 +104,13 @@ def merged_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor] | No
     return out
 
 
-def save_policy(model: nn.Module, path: str | Path) -> None:
+def save_policy(model: nn.Module, path: str | Path, weights: dict[str, Any] | None = None) -> None:
     """Write `model` as a plain HF checkpoint into `path`; for a LoRA policy, its merged weights there
-    and the adapters alone under `path/adapter/`."""
+    and the adapters alone under `path/adapter/`. `weights`: the full state dict to write instead of
+    the model's own (FSDP2 shards it)."""
     path = Path(path)
     if not is_lora(model):
-        model.save_pretrained(path, safe_serialization=True)
+        model.save_pretrained(path, state_dict=weights, safe_serialization=True)
         return
     model.save_pretrained(path / ADAPTER_DIR)
     model.get_base_model().save_pretrained(path, state_dict=merged_state_dict(model), safe_serialization=True)

@@ -37,15 +37,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, state: dict[str, Any],
-                    keep: int = 0) -> Path:
+                    keep: int = 0, weights: dict[str, Any] | None = None) -> Path:
     """Write `run_dir/checkpoints/<name>` atomically and point `last` at it; keep the newest `keep`
-    numbered checkpoints (0 keeps all). A LoRA policy is written merged, its adapters under `adapter/`."""
+    numbered checkpoints (0 keeps all). A LoRA policy is written merged, its adapters under `adapter/`;
+    `weights` replaces the model's own state dict (FSDP2: the gathered full one)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(model, tmp)
+    save_policy(model, tmp, weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)

@@ -139,8 +139,8 @@ class DistributedSection:
     """Data parallel over the processes `torchrun` starts (one process: ignored)."""
 
     strategy: Literal["ddp", "fsdp2"] = "ddp"
-    """`ddp`: every rank holds the whole model; `fsdp2`: parameters sharded over ranks (`fully_shard`; in
-    the update only, not yet in `stratarl train`)."""
+    """`ddp`: every rank holds the whole model; `fsdp2`: parameters, gradients and optimizer state sharded
+    over ranks (`fully_shard`; no --resume, LoRA or policy embedder yet: docs/scaling.md)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """Process-group backend (`auto`: nccl when CUDA is available, gloo otherwise)."""
     timeout_s: float = 1800.0

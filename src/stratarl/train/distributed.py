@@ -24,8 +24,10 @@ its share of the iteration's tasks and the groups are all-gathered (`gather_shar
 rank runs all rollouts itself (same seeds). `check_same_rows` checks the result. Rank 0 alone writes.
 
 The FSDP2 path is written against torch's public API (`torch.distributed.fsdp.fully_shard`,
-`torch.distributed.checkpoint.state_dict`) and its update is tested here on CPU with gloo; it is not
-wired into `stratarl train` yet, and nothing here is verified on GPUs with NCCL (docs/scaling.md).
+`torch.distributed.checkpoint.state_dict`) and tested here on CPU with gloo (the update, and
+`stratarl train`); under FSDP2 every model pass goes through a sharded root (`PolicyStep`) and
+checkpoints gather full state dicts on every rank. Nothing here is verified on GPUs with NCCL
+(docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -203,6 +205,28 @@ def full_state_dict(model: nn.Module, dp: DataParallel | None) -> dict[str, torc
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def sharded(dp: DataParallel | None) -> bool:
+    return dp is not None and dp.strategy == "fsdp2"
+
+
+def shard_frozen(dp: DataParallel, model: nn.Module) -> nn.Module:
+    """FSDP2: a frozen model (the KL reference) sharded like the policy, as a `PolicyStep` root whose
+    forward is the teacher-forced pass (`update.score` calls it)."""
+    from .policy import PolicyStep
+
+    step = PolicyStep(model.to(dp.device))
+    return _fully_shard(step)
+
+
+def full_optimizer_state(dp: DataParallel | None, module: nn.Module | None, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's whole state on the CPU (a collective under FSDP2, whose state is sharded)."""
+    if not sharded(dp):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def barrier(dp: DataParallel | None) -> None:

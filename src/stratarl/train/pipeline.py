@@ -80,13 +80,26 @@ def _fresh_start(cfg: TrainConfig, run_dir: Path, overwrite: bool, console: Any,
     return start
 
 
+def check_fsdp2(cfg: TrainConfig, resume: bool) -> None:
+    """What `stratarl train` does not run under FSDP2 yet, refused up front with the way out."""
+    if resume:
+        raise UserError("--resume under distributed.strategy=fsdp2 is not supported yet (the checkpoint holds full "
+                        "state dicts; loading them into shards is not wired): resume with distributed.strategy=ddp")
+    if cfg.lora.enabled:
+        raise UserError("lora.enabled with distributed.strategy=fsdp2 is not supported: LoRA models fit one device, "
+                        "use distributed.strategy=ddp")
+    uses_policy = cfg.rollout.group.strategy and cfg.rollout.group.candidates > 1
+    if uses_policy and cfg.strategy.diversity.embedder == "policy":
+        raise UserError("strategy.diversity.embedder=policy reads the policy's unsharded layers, which "
+                        "distributed.strategy=fsdp2 shards: use embedder minilm or tfidf, or strategy ddp")
+
+
 def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, overwrite: bool = False) -> Path:
     """The whole run; under `torchrun` every rank runs it, and rank 0 alone writes (train/distributed.py)."""
     run_dir = Path(cfg.out_dir) / cfg.name
     d = cfg.distributed
     if d.strategy == "fsdp2" and distributed.launched():
-        raise UserError("distributed.strategy=fsdp2 works in the update (train/distributed.py) but is not wired "
-                        "into `stratarl train` yet (scoring, the reference model); use distributed.strategy=ddp")
+        check_fsdp2(cfg, resume)
     dp = distributed.init(d.strategy, d.backend, d.timeout_s)
     console = console if dp is None or dp.is_main else None
     if resume:

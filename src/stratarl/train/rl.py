@@ -31,7 +31,7 @@ from ..rollout.store import write_groups
 from ..types import Group, Sample, Task
 from .batching import collate, micro_batches
 from .data import FillState, fill_batch, has_signal, take_from_buffer
-from .distributed import full_state_dict, gather_shards, shard
+from .distributed import full_state_dict, gather_shards, shard, sharded
 from .policy import forward
 from .samples import build_samples, pack_samples
 from .state import TrainState, save
@@ -184,8 +184,8 @@ def step_kl(state: TrainState, groups: list[Group]) -> list:
     rows = [Sample(input_ids=s.prompt_ids + s.response_ids, loss_mask=[0] * len(s.prompt_ids) + [1] * len(s.response_ids))
             for g in groups for t in g.flat for s in t.steps]
     budget = state.cfg.optim.micro_batch_tokens
-    score(state.model, rows, state.pad_id, state.bf16, budget, "old_logprobs")
-    score(state.ref_model, rows, state.pad_id, state.bf16, budget, "ref_logprobs")
+    score(_policy(state), rows, state.pad_id, state.bf16, budget, "old_logprobs")
+    score(_reference(state), rows, state.pad_id, state.bf16, budget, "ref_logprobs")
     it = iter(-float(kl_reward_shaping(torch.tensor([r.old_logprobs]), torch.tensor([r.ref_logprobs]),
                                          torch.tensor([r.loss_mask], dtype=torch.float32), loss_cfg.kl_coef,
                                          loss_cfg.kl_kind, loss_cfg.kl_clamp).sum()) for r in rows)
@@ -202,11 +202,24 @@ def step_values(state: TrainState, groups: list[Group]) -> list:
     vals: list = []
     for chunk in micro_batches(rows, state.cfg.optim.micro_batch_tokens):
         b = collate(chunk, state.pad_id)
-        out = forward(c.model or state.model, b, value_head=c.head, bf16=state.bf16, token_values=token)
+        if sharded(state.dp):  # FSDP2: through the sharded root; the values come with the critic's pass
+            pol, crit = state.dp.module(b, bf16=state.bf16)
+            out = crit if crit is not None else pol
+        else:
+            out = forward(c.model or state.model, b, value_head=c.head, bf16=state.bf16, token_values=token)
         for i, s in enumerate(chunk):
             vals.append(out.values_BT[i][torch.tensor(s.loss_mask).bool()].tolist() if token else float(out.values_B[i]))
     it = iter(vals)
     return [[[next(it) for _ in t.steps] for t in g.flat] for g in groups]
+
+
+def _policy(state: TrainState) -> torch.nn.Module:
+    """What scores with the current policy: the model, or under FSDP2 the sharded root it runs through."""
+    return state.dp.module if sharded(state.dp) else state.model
+
+
+def _reference(state: TrainState) -> torch.nn.Module:
+    return state.ref_step if state.ref_step is not None else state.ref_model
 
 
 def samples(state: TrainState, groups: list[Group], adv: Advantages, log: IterationLog) -> list[Sample]:
@@ -223,9 +236,9 @@ def old_and_ref_logprobs(state: TrainState, rows: list[Sample], log: IterationLo
     """Behaviour logprobs from the trainer itself (same numerics as the update, so the first ratio is
     exactly 1), reference logprobs when a KL term is on; logs the engine/trainer mismatch."""
     budget = state.cfg.optim.micro_batch_tokens
-    score(state.model, rows, state.pad_id, state.bf16, budget, "old_logprobs")
+    score(_policy(state), rows, state.pad_id, state.bf16, budget, "old_logprobs")
     if state.ref_model is not None:
-        score(state.ref_model, rows, state.pad_id, state.bf16, budget, "ref_logprobs")
+        score(_reference(state), rows, state.pad_id, state.bf16, budget, "ref_logprobs")
     diffs = [abs(o - e) for r in rows for o, e, m in zip(r.old_logprobs, r.engine_logprobs or [], r.loss_mask, strict=False) if m]
     log.metrics["mismatch/engine_trainer_abs"] = _mean(diffs)
     log.metrics["mismatch/engine_trainer_max"] = max(diffs, default=0.0)

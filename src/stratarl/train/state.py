@@ -68,6 +68,8 @@ class TrainState:
     """Critic, for value-based estimators."""
     ref_model: nn.Module | None = None
     """Frozen reference policy, when the KL coefficient is positive."""
+    ref_step: nn.Module | None = None
+    """FSDP2: the reference sharded over the ranks, as the `PolicyStep` root it runs through."""
     selector: StrategySelector = first_n
     """How N strategies are picked from the σ·N candidates."""
     iteration: int = 0
@@ -193,6 +195,9 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
     tokenizer, model = load_tokenizer(path), _policy(cfg, path, resume is not None)
     model.to(dp.device if dp is not None else trainer_device(cfg.device))
     critic = _critic(cfg, model)
+    ref = copy.deepcopy(model).eval() if cfg.algo.loss.kl_coef > 0 else None
+    if resume and ref is not None and resume.get("ref_model") is not None:
+        ref.load_state_dict(resume["ref_model"])
     if dp is not None:  # before the optimizer: FSDP2 replaces the parameters by sharded ones
         distributed.wrap(dp, policy_step(model, critic))
     optimizer, scheduler = _optimizer(cfg, model, critic)
@@ -208,7 +213,8 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
                          resume_at=resume["iteration"] if resume else None) if main else _NoLogs(),
         generator=torch.Generator().manual_seed(cfg.seed),
         bf16=cfg.optim.bf16 == "on" or (cfg.optim.bf16 == "auto" and bf16_supported()),
-        critic=critic, ref_model=copy.deepcopy(model).eval() if cfg.algo.loss.kl_coef > 0 else None,
+        critic=critic, ref_model=ref,
+        ref_step=distributed.shard_frozen(dp, ref) if ref is not None and distributed.sharded(dp) else None,
         selector=_selector(cfg, model, tokenizer), context=int(model.config.max_position_embeddings),
         experience=initial_library(cfg.experience),
     )
@@ -224,16 +230,22 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
 
 
 def snapshot(state: TrainState) -> dict[str, Any]:
-    """Everything besides the model weights that an exact resume needs."""
-    c = state.critic
+    """Everything besides the model weights that an exact resume needs (under FSDP2 a collective: every
+    rank gathers the full state dicts)."""
+    c, dp = state.critic, state.dp
+
+    def full(m: nn.Module | None) -> dict | None:
+        return None if m is None else distributed.full_state_dict(m, dp)
+
     return {
         "iteration": state.iteration, "sampler_position": state.sampler.position, "horizon_stage": state.horizon.stage,
         "buffer": [to_dict(g) for g in state.buffer], "bad_updates": state.bad_updates,
-        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "optimizer": distributed.full_optimizer_state(dp, dp.module if dp else None, state.optimizer),
+        "scheduler": state.scheduler.state_dict(),
         "generator": state.generator.get_state(), "rng": ckpt.rng_state(),
-        "critic_head": c.head.state_dict() if c else None,
-        "critic_model": c.model.state_dict() if c and c.model is not None else None,
-        "ref_model": state.ref_model.state_dict() if state.ref_model is not None else None,
+        "critic_head": full(c.head) if c else None,
+        "critic_model": full(c.model) if c else None,
+        "ref_model": full(state.ref_model),
         "experience": to_dict(state.experience) if state.experience is not None else None,
     }
 
@@ -252,8 +264,7 @@ def restore(state: TrainState, snap: dict[str, Any]) -> None:
         state.critic.head.load_state_dict(snap["critic_head"])
         if state.critic.model is not None and snap["critic_model"] is not None:
             state.critic.model.load_state_dict(snap["critic_model"])
-    if state.ref_model is not None and snap["ref_model"] is not None:
-        state.ref_model.load_state_dict(snap["ref_model"])
+    # the reference's weights were loaded in build_state, before any sharding
     if state.experience is not None and snap.get("experience") is not None:
         state.experience = from_dict(ExperienceLibrary, snap["experience"])
 
@@ -261,11 +272,23 @@ def restore(state: TrainState, snap: dict[str, Any]) -> None:
 def save(state: TrainState, name: str) -> Path:
     """Rank 0 writes the checkpoint (under DDP every rank holds the same weights and optimizer state)."""
     path = state.run_dir / "checkpoints" / name
-    if state.dp is None or state.dp.is_main:
-        path = ckpt.save_checkpoint(state.run_dir, name, state.model, state.tokenizer, snapshot(state),
-                                    keep=state.cfg.checkpoint.keep)
+    dp = state.dp
+    weights = _untied(state.model, distributed.full_state_dict(state.model, dp)) if distributed.sharded(dp) else None
+    snap = snapshot(state) if distributed.sharded(dp) or dp is None or dp.is_main else None
+    if dp is None or dp.is_main:
+        path = ckpt.save_checkpoint(state.run_dir, name, state.model, state.tokenizer, snap,
+                                    keep=state.cfg.checkpoint.keep, weights=weights)
     distributed.barrier(state.dp)
     return path
+
+
+def _untied(model: nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
+    """A gathered state dict without the keys the model ties to others (a tied `lm_head.weight` is the
+    embedding; gathering made it a separate tensor, which `save_pretrained` would then write)."""
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return weights
+    return {k: v for k, v in weights.items() if k not in tied}
 
 
 def close(state: TrainState) -> None:

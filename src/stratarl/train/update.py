@@ -81,11 +81,13 @@ class UpdateStats:
 @torch.no_grad()
 def score(model: nn.Module, samples: list[Sample], pad_id: int, bf16: bool, token_budget: int,
           into: str = "old_logprobs") -> None:
-    """Fill `sample.<into>` with the model's logprobs (teacher forcing, no gradient)."""
+    """Fill `sample.<into>` with the model's logprobs (teacher forcing, no gradient). `model` may be a
+    `PolicyStep` (under FSDP2 a sharded model runs only through its root module)."""
     model.eval()
     order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
     for chunk in micro_batches([samples[i] for i in order], token_budget):
-        out = forward(model, collate(chunk, pad_id), bf16=bf16)
+        batch = collate(chunk, pad_id)
+        out = model(batch, bf16=bf16)[0] if isinstance(model, PolicyStep) else forward(model, batch, bf16=bf16)
         for s, row in zip(chunk, out.logp_BT, strict=True):
             setattr(s, into, row[: s.num_tokens].tolist())
 
