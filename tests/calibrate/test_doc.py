@@ -16,3 +16,11 @@ def test_pure_example_prints_what_the_doc_shows():
     with contextlib.redirect_stdout(out):
         exec(compile(code, "docs/calibrate.md", "exec"), {"__name__": "doc_example"})
     assert out.getvalue() == expected
+
+
+def test_doc_lists_every_calibrate_key():
+    from stratarl.calibrate.pipeline import CalibrateConfig
+    from stratarl.config import all_keys
+
+    missing = [k for k in all_keys(CalibrateConfig) if f"`{k}`" not in DOC]
+    assert not missing, f"docs/calibrate.md lacks {missing}; regenerate with `stratarl config calibrate --markdown`"

@@ -124,3 +124,37 @@ def bench_tools_reward(
     print_results(results, json_out, console)
     out.print(f"results: {out_dir}/results.json")
 
+
+@bench_app.command("calibrate")
+def bench_calibrate(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    seeds: int = typer.Option(3, help="Training seeds per method."),
+    methods: str = typer.Option("sft,ipr,steca", help="Comma-separated: sft, ipr, steca."),
+    config: str = typer.Option("configs/bench_calibrate.yaml", help="Base CalibrateConfig YAML."),
+    out_dir: str = typer.Option("runs/bench_calibrate", help="Where the runs and results.json go."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the base config, e.g. optim.steps=60."),
+) -> None:
+    """SFT-only vs IPR vs STeCa from one warm-up checkpoint, same optimizer steps; held-out success."""
+    from rich.console import Console
+
+    from ..bench.calibrate import CalibrateBenchConfig, check_methods, print_results, run_calibrate_bench
+    from ..train.logging import progress as progress_display
+    from .main import console
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    check_methods(names)
+    cfg = CalibrateBenchConfig(config=config, methods=names, seeds=seeds, out_dir=out_dir,
+                               overrides=list(overrides or []))
+    out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
+    with progress_display(out) as bar:
+        task = bar.add_task("bench calibrate (runs)", total=len(names) * seeds, status="")
+        done = {"n": 0}
+
+        def on_run(method: str, seed: int) -> None:
+            bar.update(task, completed=done["n"], status=f"{method} seed {seed}")
+            done["n"] += 1
+
+        results = run_calibrate_bench(cfg, out, on_run)
+        bar.update(task, completed=len(names) * seeds, status="done")
+    print_results(results, json_out, console)
+    out.print(f"results: {out_dir}/results.json")

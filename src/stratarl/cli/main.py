@@ -25,7 +25,7 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 
 
 def _register() -> None:
-    from . import bench, envs, models, run, synth, train  # noqa: F401 - each module adds its commands to `app`
+    from . import bench, calibrate, envs, models, run, synth, train  # noqa: F401 - each adds its commands
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ from rich.table import Table
 from .main import app, console
 
 CONFIGS = {"train": ("stratarl.train.config", "TrainConfig"), "sft": ("stratarl.train.sft", "SFTConfig"),
-           "eval": ("stratarl.evaluate", "EvalConfig")}
+           "eval": ("stratarl.evaluate", "EvalConfig"),
+           "calibrate": ("stratarl.calibrate.pipeline", "CalibrateConfig")}
 
 
 def _config_class(name: str) -> type:
@@ -60,7 +61,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A training run director
 
 
 @app.command("config")
-def config_cmd(entry: str = typer.Argument("train", help="train, sft or eval."),
+def config_cmd(entry: str = typer.Argument("train", help="train, sft, eval or calibrate."),
                markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table.")) -> None:
     """Every key of an entry point's config, with its type, default and meaning."""
     from ..config import describe, markdown_table

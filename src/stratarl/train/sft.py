@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -189,9 +190,22 @@ class SFTStats:
     """Wall time."""
 
 
+RowLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""f(logp_BT, mask_BT, weights_B) -> the loss of one micro-batch (micro-batch results add up)."""
+BatchLoss = Callable[[list[Sample]], RowLoss]
+"""Given the rows of one mini-batch, the loss of its micro-batches (it may use mini-batch totals)."""
+
+
+def token_mean_loss(batch: list[Sample]) -> RowLoss:
+    """The default: weighted NLL, token-mean over the mini-batch's trained tokens (`sft_loss`)."""
+    totals = {"total_tokens": float(sum(sum(s.loss_mask) for s in batch)) or 1.0}
+    return lambda logp_BT, mask_BT, weights_B: sft_loss(logp_BT, mask_BT, weights_B, "token-mean", **totals)
+
+
 def train_rows(model: torch.nn.Module, rows: list[Sample], cfg: SFTConfig, pad_id: int,
-               progress: Any = None) -> SFTStats:
-    """AdamW over `rows` for `cfg.epochs` epochs (seeded shuffles), exact gradient accumulation."""
+               progress: Any = None, loss: BatchLoss = token_mean_loss) -> SFTStats:
+    """AdamW over `rows` for `cfg.epochs` epochs (seeded shuffles), exact gradient accumulation; `loss`
+    gives each mini-batch's objective (default: token-mean NLL; STeCa passes `steca_batch_loss`)."""
     if not rows:
         raise UserError("no SFT rows: the data produced no trainable tokens")
     t0 = time.time()
@@ -206,7 +220,8 @@ def train_rows(model: torch.nn.Module, rows: list[Sample], cfg: SFTConfig, pad_i
     for _ in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=gen).tolist()
         for lo in range(0, len(rows), cfg.batch_rows):
-            losses.append(_sft_step(model, opt, [rows[i] for i in order[lo:lo + cfg.batch_rows]], cfg, pad_id, bf16))
+            losses.append(_sft_step(model, opt, [rows[i] for i in order[lo:lo + cfg.batch_rows]], cfg, pad_id, bf16,
+                                    loss))
             sched.step()
             if progress:
                 progress.update(task, advance=1, status=f"loss {losses[-1]:.3f}")
@@ -216,18 +231,25 @@ def train_rows(model: torch.nn.Module, rows: list[Sample], cfg: SFTConfig, pad_i
                     first_loss=sum(losses[:k]) / k, last_loss=sum(losses[-k:]) / k, seconds=time.time() - t0)
 
 
-def _sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: list[Sample], cfg: SFTConfig, pad_id: int,
-              bf16: bool) -> float:
+def accumulate_gradients(model: torch.nn.Module, batch: list[Sample], micro_batch_tokens: int, pad_id: int,
+                         bf16: bool, loss: BatchLoss = token_mean_loss) -> float:
+    """Zero the gradients, then backward the mini-batch's loss micro-batch by micro-batch; returns the loss."""
     batch = sorted(batch, key=lambda s: s.num_tokens)
-    totals = {"total_tokens": float(sum(sum(s.loss_mask) for s in batch)) or 1.0}
-    opt.zero_grad(set_to_none=True)
+    row_loss = loss(batch)
+    model.zero_grad(set_to_none=True)
     total = 0.0
-    for chunk in micro_batches(batch, cfg.micro_batch_tokens):
+    for chunk in micro_batches(batch, micro_batch_tokens):
         b = collate(chunk, pad_id)
         out = forward(model, b, bf16=bf16)
-        loss = sft_loss(out.logp_BT, b.loss_mask_BT, b.weights_B, "token-mean", **totals)
-        loss.backward()
-        total += float(loss.detach())
+        value = row_loss(out.logp_BT, b.loss_mask_BT, b.weights_B)
+        value.backward()
+        total += float(value.detach())
+    return total
+
+
+def _sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: list[Sample], cfg: SFTConfig, pad_id: int,
+              bf16: bool, loss: BatchLoss = token_mean_loss) -> float:
+    total = accumulate_gradients(model, batch, cfg.micro_batch_tokens, pad_id, bf16, loss)
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     return total
