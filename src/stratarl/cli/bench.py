@@ -125,6 +125,27 @@ def bench_tools_reward(
     out.print(f"results: {out_dir}/results.json")
 
 
+@bench_app.command("autocoa")
+def bench_autocoa(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    config: str = typer.Option("configs/bench_autocoa.yaml", help="Base AutoCoAConfig YAML."),
+    eval_episodes: int = typer.Option(50, help="Held-out questions per row."),
+    out_dir: str = typer.Option("runs/bench_autocoa", help="Where results.json, results.md and the runs go."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the base config, e.g. rl.lr=1e-4."),
+) -> None:
+    """ReAct zero-shot vs AutoCoA ablations (SFT 2; SFT 1+2+3; + RL sim; + RL real) on held-out search QA."""
+    from rich.console import Console
+
+    from ..bench.autocoa import AutoCoABenchConfig, print_results, run_autocoa_bench
+    from .main import console
+
+    cfg = AutoCoABenchConfig(config=config, eval_episodes=eval_episodes, out_dir=out_dir,
+                             overrides=list(overrides or []))
+    out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
+    print_results(run_autocoa_bench(cfg, out), json_out, console)
+    out.print(f"results: {out_dir}/results.json · table: {out_dir}/results.md")
+
+
 @bench_app.command("calibrate")
 def bench_calibrate(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

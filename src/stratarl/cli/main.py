@@ -25,7 +25,7 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 
 
 def _register() -> None:
-    from . import bench, calibrate, envs, models, run, synth, train  # noqa: F401 - each adds its commands
+    from . import autocoa, bench, calibrate, envs, models, run, synth, train  # noqa: F401 - each adds its commands
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 from .main import app, console
 
 CONFIGS = {"train": ("stratarl.train.config", "TrainConfig"), "sft": ("stratarl.train.sft", "SFTConfig"),
-           "eval": ("stratarl.evaluate", "EvalConfig"),
+           "eval": ("stratarl.evaluate", "EvalConfig"), "autocoa": ("stratarl.autocoa.config", "AutoCoAConfig"),
            "calibrate": ("stratarl.calibrate.pipeline", "CalibrateConfig")}
 
 
@@ -61,7 +61,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A training run director
 
 
 @app.command("config")
-def config_cmd(entry: str = typer.Argument("train", help="train, sft, eval or calibrate."),
+def config_cmd(entry: str = typer.Argument("train", help="train, sft, eval, calibrate or autocoa."),
                markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table.")) -> None:
     """Every key of an entry point's config, with its type, default and meaning."""
     from ..config import describe, markdown_table
