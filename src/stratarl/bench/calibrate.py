@@ -29,6 +29,7 @@ from ..calibrate.pipeline import METHODS, CalibrateConfig, Run, held_out, run_ca
 from ..config import load_config
 from ..errors import UnknownNameError
 from ..stats import mean_interval, wilson
+from .common import save_results
 
 SHARED = ("experts.jsonl", "it0/scans.jsonl")
 """Files that depend only on the start checkpoint and `mc_seed`: computed by the first run, linked into the rest."""
@@ -112,7 +113,7 @@ def run_calibrate_bench(cfg: CalibrateBenchConfig, console: Any = None,
             results["runs"].append({"method": method, "seed": seed, "eval": rep["eval"], "seconds": rep["seconds"],
                                     "reused": rep["reused"], "iterations": rep["iterations"]})
             results["methods"] = summarize(results["runs"])
-            _save(cfg, results)
+            save_results(cfg.out_dir, results)
     return results
 
 
@@ -130,15 +131,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                   "pooled_ci95": [round(pooled.low, 4), round(pooled.high, 4)],
                   "seconds_per_run": round(sum(r["seconds"] for r in rs) / len(rs), 1)}
     return out
-
-
-def _save(cfg: CalibrateBenchConfig, results: dict[str, Any]) -> Path:
-    path = Path(cfg.out_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
-    return path
 
 
 def print_results(results: dict[str, Any], as_json: bool, console: Any) -> None:

@@ -37,6 +37,7 @@ import orjson
 from ..config import load_config
 from ..errors import UnknownNameError
 from ..stats import mean_interval, wilson
+from .common import save_results
 
 VARIANTS: dict[str, list[str]] = {
     "sft": [],
@@ -172,7 +173,7 @@ def run_learn_bench(cfg: LearnBenchConfig, console: Any = None,
             if on_run:
                 on_run(variant, seed)
             runs.append(_in_fresh_process(cfg, variant, seed, start))
-            _save(cfg, start, runs)
+            save_results(cfg.out_dir, summarize(cfg, start, runs))
     out = summarize(cfg, start, runs)
     plot_curves(runs, Path(cfg.out_dir) / "curves.png")
     return out
@@ -186,15 +187,6 @@ def _in_fresh_process(cfg: LearnBenchConfig, variant: str, seed: int, start: Pat
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
         return ex.submit(run_variant, cfg, variant, seed, start).result()
-
-
-def _save(cfg: LearnBenchConfig, start: Path, runs: list[RunResult]) -> Path:
-    path = Path(cfg.out_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(summarize(cfg, start, runs), option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
-    return path
 
 
 def summarize(cfg: LearnBenchConfig, start: Path, runs: list[RunResult]) -> dict:

@@ -32,6 +32,7 @@ import orjson
 from ..config import load_config
 from ..errors import UnknownNameError, UserError
 from ..stats import mean_interval
+from .common import save_results
 
 VARIANTS = ("f1", "recall", "precision")
 """Training rewards compared (the `reward=` parameter of `tools:` envs)."""
@@ -288,17 +289,8 @@ def run_tools_reward_bench(cfg: ToolsRewardBenchConfig, console: Any = None,
             if on_run:
                 on_run(variant, seed)
             runs.append(_in_fresh_process(cfg, variant, seed, start))
-            _save(cfg, summarize(cfg, start, sft, runs))
+            save_results(cfg.out_dir, summarize(cfg, start, sft, runs))
     return summarize(cfg, start, sft, runs)
-
-
-def _save(cfg: ToolsRewardBenchConfig, results: dict) -> Path:
-    path = Path(cfg.out_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
-    return path
 
 
 def print_results(results: dict, as_json: bool, console: Any) -> None:

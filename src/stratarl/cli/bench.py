@@ -3,6 +3,9 @@ the same run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from .main import app
@@ -29,7 +32,6 @@ def bench_learn(
     from rich.console import Console
 
     from ..bench.learn import LearnBenchConfig, check_variants, print_results, run_learn_bench
-    from ..train.logging import progress as progress_display
     from .main import console
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
@@ -39,16 +41,7 @@ def bench_learn(
                            overrides=list(overrides or []))
     out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
     total = sum(1 if v == "sft" else seeds for v in names)
-    with progress_display(out) as bar:
-        task = bar.add_task("bench learn (runs)", total=total, status="")
-        done = {"n": 0}
-
-        def on_run(variant: str, seed: int) -> None:
-            bar.update(task, completed=done["n"], status=f"{variant} seed {seed}")
-            done["n"] += 1
-
-        results = run_learn_bench(cfg, out, on_run)
-        bar.update(task, completed=total, status="done")
+    results = _with_progress(out, "bench learn (runs)", total, lambda on_run: run_learn_bench(cfg, out, on_run))
     print_results(results, json_out, console)
     out.print(f"results: {out_dir}/results.json · curves: {out_dir}/curves.png")
 
@@ -101,7 +94,6 @@ def bench_tools_reward(
         print_results,
         run_tools_reward_bench,
     )
-    from ..train.logging import progress as progress_display
     from .main import console
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
@@ -110,17 +102,8 @@ def bench_tools_reward(
                                  eval_episodes=eval_episodes, sft_checkpoint=sft_checkpoint, out_dir=out_dir,
                                  overrides=list(overrides or []))
     out = Console(stderr=True) if json_out else console
-    total = 1 + len(names) * seeds
-    with progress_display(out) as bar:
-        task = bar.add_task("bench tools-reward (runs)", total=total, status="")
-        done = {"n": 0}
-
-        def on_run(variant: str, seed: int) -> None:
-            bar.update(task, completed=done["n"], status=f"{variant} seed {seed}")
-            done["n"] += 1
-
-        results = run_tools_reward_bench(cfg, out, on_run)
-        bar.update(task, completed=total, status="done")
+    results = _with_progress(out, "bench tools-reward (runs)", 1 + len(names) * seeds,
+                             lambda on_run: run_tools_reward_bench(cfg, out, on_run))
     print_results(results, json_out, console)
     out.print(f"results: {out_dir}/results.json")
 
@@ -159,7 +142,6 @@ def bench_calibrate(
     from rich.console import Console
 
     from ..bench.calibrate import CalibrateBenchConfig, check_methods, print_results, run_calibrate_bench
-    from ..train.logging import progress as progress_display
     from .main import console
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -167,15 +149,24 @@ def bench_calibrate(
     cfg = CalibrateBenchConfig(config=config, methods=names, seeds=seeds, out_dir=out_dir,
                                overrides=list(overrides or []))
     out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
-    with progress_display(out) as bar:
-        task = bar.add_task("bench calibrate (runs)", total=len(names) * seeds, status="")
-        done = {"n": 0}
-
-        def on_run(method: str, seed: int) -> None:
-            bar.update(task, completed=done["n"], status=f"{method} seed {seed}")
-            done["n"] += 1
-
-        results = run_calibrate_bench(cfg, out, on_run)
-        bar.update(task, completed=len(names) * seeds, status="done")
+    results = _with_progress(out, "bench calibrate (runs)", len(names) * seeds,
+                             lambda on_run: run_calibrate_bench(cfg, out, on_run))
     print_results(results, json_out, console)
     out.print(f"results: {out_dir}/results.json")
+
+
+def _with_progress(out: Any, title: str, total: int, run: Callable[[Callable[[str, int], None]], Any]) -> Any:
+    """`run(on_run)` under a progress bar of `total` runs; `on_run(variant, seed)` marks each start."""
+    from ..train.logging import progress as progress_display
+
+    with progress_display(out) as bar:
+        task = bar.add_task(title, total=total, status="")
+        done = {"n": 0}
+
+        def on_run(variant: str, seed: int) -> None:
+            bar.update(task, completed=done["n"], status=f"{variant} seed {seed}")
+            done["n"] += 1
+
+        results = run(on_run)
+        bar.update(task, completed=total, status="done")
+    return results
