@@ -163,7 +163,11 @@ class HFEngine:
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load new weights (trainer names, any dtype) and drop the prefix cache."""
         with self._driver:
-            self.model.load_state_dict({k: v.detach().float() for k, v in state_dict.items()}, strict=False)
+            missing, _ = self.model.load_state_dict({k: v.detach().float() for k, v in state_dict.items()}, strict=False)
+            tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+            if set(missing) - tied:  # extra trainer-side keys (a value head) are fine; missing weights are not
+                raise ValueError(f"update_weights: {len(set(missing) - tied)} of the model's weights are missing, "
+                                 f"e.g. {sorted(set(missing) - tied)[:3]}")
             self.weights = extract_weights(self.model, self.dtype)
             self.prefix.clear()
 

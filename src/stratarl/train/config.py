@@ -140,7 +140,7 @@ class DistributedSection:
 
     strategy: Literal["ddp", "fsdp2"] = "ddp"
     """`ddp`: every rank holds the whole model; `fsdp2`: parameters, gradients and optimizer state sharded
-    over ranks (`fully_shard`; no --resume, LoRA or policy embedder yet: docs/scaling.md)."""
+    over ranks (`fully_shard`; no LoRA or policy embedder with it yet: docs/scaling.md)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """Process-group backend (`auto`: nccl when CUDA is available, gloo otherwise)."""
     timeout_s: float = 1800.0

@@ -198,13 +198,18 @@ def norm_value(norm: Any) -> float:
     return float(full() if full is not None else norm)
 
 
-def full_state_dict(model: nn.Module, dp: DataParallel | None) -> dict[str, torch.Tensor]:
-    """The whole, unsharded state dict of `model` on the CPU (a collective under FSDP2: every rank calls it)."""
+def full_state_dict(model: nn.Module, dp: DataParallel | None, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """The whole, unsharded state dict of `model` on the CPU (a collective under FSDP2: every rank calls
+    it). Under FSDP2 only rank 0 receives it (the others get {}), unless `every_rank` (each rank's engine
+    needs the weights when rollouts are sharded)."""
     if dp is None or dp.strategy != "fsdp2":
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not every_rank:
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.cpu() for k, v in full.items()}
 
 
 def sharded(dp: DataParallel | None) -> bool:
@@ -227,6 +232,17 @@ def full_optimizer_state(dp: DataParallel | None, module: nn.Module | None, opti
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(dp: DataParallel | None, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load what `full_optimizer_state` saved: each rank takes its shards under FSDP2."""
+    if not sharded(dp):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(dp.module, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def barrier(dp: DataParallel | None) -> None:

@@ -80,11 +80,8 @@ def _fresh_start(cfg: TrainConfig, run_dir: Path, overwrite: bool, console: Any,
     return start
 
 
-def check_fsdp2(cfg: TrainConfig, resume: bool) -> None:
+def check_fsdp2(cfg: TrainConfig) -> None:
     """What `stratarl train` does not run under FSDP2 yet, refused up front with the way out."""
-    if resume:
-        raise UserError("--resume under distributed.strategy=fsdp2 is not supported yet (the checkpoint holds full "
-                        "state dicts; loading them into shards is not wired): resume with distributed.strategy=ddp")
     if cfg.lora.enabled:
         raise UserError("lora.enabled with distributed.strategy=fsdp2 is not supported: LoRA models fit one device, "
                         "use distributed.strategy=ddp")
@@ -99,7 +96,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, ov
     run_dir = Path(cfg.out_dir) / cfg.name
     d = cfg.distributed
     if d.strategy == "fsdp2" and distributed.launched():
-        check_fsdp2(cfg, resume)
+        check_fsdp2(cfg)
     dp = distributed.init(d.strategy, d.backend, d.timeout_s)
     console = console if dp is None or dp.is_main else None
     if resume:

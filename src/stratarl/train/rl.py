@@ -261,7 +261,7 @@ def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateSt
 
 def sync_weights(state: TrainState) -> None:
     """The engine gets the full weights: gathered from the shards (FSDP2), adapters merged in (LoRA)."""
-    state.engine.update_weights(merged_state_dict(state.model, full_state_dict(state.model, state.dp)))
+    state.engine.update_weights(merged_state_dict(state.model, full_state_dict(state.model, state.dp, every_rank=True)))
 
 
 def evaluate_policy(state: TrainState, episodes: int, log: IterationLog, prefix: str = "eval") -> dict:

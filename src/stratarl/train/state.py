@@ -196,8 +196,8 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
     model.to(dp.device if dp is not None else trainer_device(cfg.device))
     critic = _critic(cfg, model)
     ref = copy.deepcopy(model).eval() if cfg.algo.loss.kl_coef > 0 else None
-    if resume and ref is not None and resume.get("ref_model") is not None:
-        ref.load_state_dict(resume["ref_model"])
+    if resume:
+        _restore_modules(resume, critic, ref)
     if dp is not None:  # before the optimizer: FSDP2 replaces the parameters by sharded ones
         distributed.wrap(dp, policy_step(model, critic))
     optimizer, scheduler = _optimizer(cfg, model, critic)
@@ -218,15 +218,25 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
         selector=_selector(cfg, model, tokenizer), context=int(model.config.max_position_embeddings),
         experience=initial_library(cfg.experience),
     )
+    state.dp = dp
     if resume:
         restore(state, resume)
     else:
         torch.manual_seed(cfg.seed)
-    state.dp = dp
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         save_config(cfg, run_dir / "config.yaml")
     return state
+
+
+def _restore_modules(snap: dict[str, Any], critic: Critic | None, ref: nn.Module | None) -> None:
+    """The critic's and the reference's saved weights, loaded while every module is still whole."""
+    if critic is not None and snap.get("critic_head") is not None:
+        critic.head.load_state_dict(snap["critic_head"])
+        if critic.model is not None and snap.get("critic_model") is not None:
+            critic.model.load_state_dict(snap["critic_model"])
+    if ref is not None and snap.get("ref_model") is not None:
+        ref.load_state_dict(snap["ref_model"])
 
 
 def snapshot(state: TrainState) -> dict[str, Any]:
@@ -256,15 +266,11 @@ def restore(state: TrainState, snap: dict[str, Any]) -> None:
     state.horizon.stage = snap["horizon_stage"]
     state.buffer = [from_dict(Group, g) for g in snap["buffer"]]
     state.bad_updates = snap["bad_updates"]
-    state.optimizer.load_state_dict(snap["optimizer"])
+    distributed.load_full_optimizer_state(state.dp, state.optimizer, snap["optimizer"])
     state.scheduler.load_state_dict(snap["scheduler"])
     state.generator.set_state(snap["generator"])
     ckpt.set_rng_state(snap["rng"])
-    if state.critic is not None and snap["critic_head"] is not None:
-        state.critic.head.load_state_dict(snap["critic_head"])
-        if state.critic.model is not None and snap["critic_model"] is not None:
-            state.critic.model.load_state_dict(snap["critic_model"])
-    # the reference's weights were loaded in build_state, before any sharding
+    # the critic's and the reference's weights were loaded in build_state, before any sharding
     if state.experience is not None and snap.get("experience") is not None:
         state.experience = from_dict(ExperienceLibrary, snap["experience"])
 
