@@ -37,7 +37,7 @@ import orjson
 from ..config import load_config
 from ..errors import UnknownNameError
 from ..stats import mean_interval, wilson
-from .common import save_results
+from .common import in_fresh_process, save_results
 
 VARIANTS: dict[str, list[str]] = {
     "sft": [],
@@ -172,21 +172,11 @@ def run_learn_bench(cfg: LearnBenchConfig, console: Any = None,
         for seed in range(1 if variant == "sft" else cfg.seeds):
             if on_run:
                 on_run(variant, seed)
-            runs.append(_in_fresh_process(cfg, variant, seed, start))
+            runs.append(in_fresh_process(run_variant, cfg, variant, seed, start))
             save_results(cfg.out_dir, summarize(cfg, start, runs))
     out = summarize(cfg, start, runs)
     plot_curves(runs, Path(cfg.out_dir) / "curves.png")
     return out
-
-
-def _in_fresh_process(cfg: LearnBenchConfig, variant: str, seed: int, start: Path) -> RunResult:
-    """One run in its own spawned process: a run leaves ~0.7 GB behind in the process that ran it
-    (allocator caches, JVM pool buffers), which over 16 runs in one process exhausted 24 GiB."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(run_variant, cfg, variant, seed, start).result()
 
 
 def summarize(cfg: LearnBenchConfig, start: Path, runs: list[RunResult]) -> dict:

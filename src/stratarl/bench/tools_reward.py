@@ -32,7 +32,7 @@ import orjson
 from ..config import load_config
 from ..errors import UnknownNameError, UserError
 from ..stats import mean_interval
-from .common import save_results
+from .common import in_fresh_process, save_results
 
 VARIANTS = ("f1", "recall", "precision")
 """Training rewards compared (the `reward=` parameter of `tools:` envs)."""
@@ -267,28 +267,19 @@ def run_variant(cfg: ToolsRewardBenchConfig, reward: str, seed: int, start: Path
     return run
 
 
-def _in_fresh_process(cfg: ToolsRewardBenchConfig, reward: str, seed: int, start: Path) -> RewardRun:
-    """Each run in its own spawned process (as `bench learn`: a run leaves memory behind)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(run_variant, cfg, reward, seed, start).result()
-
-
 def run_tools_reward_bench(cfg: ToolsRewardBenchConfig, console: Any = None,
                            on_run: Callable[[str, int], None] | None = None) -> dict:
     check_variants(cfg.variants)
     start = sft_checkpoint(cfg, console)
     if on_run:
         on_run("sft", 0)
-    sft = _in_fresh_process(cfg, "sft", 0, start).heldout
+    sft = in_fresh_process(run_variant, cfg, "sft", 0, start).heldout
     runs: list[RewardRun] = []
     for variant in cfg.variants:
         for seed in range(cfg.seeds):
             if on_run:
                 on_run(variant, seed)
-            runs.append(_in_fresh_process(cfg, variant, seed, start))
+            runs.append(in_fresh_process(run_variant, cfg, variant, seed, start))
             save_results(cfg.out_dir, summarize(cfg, start, sft, runs))
     return summarize(cfg, start, sft, runs)
 
