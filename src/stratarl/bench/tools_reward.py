@@ -270,7 +270,10 @@ def run_variant(cfg: ToolsRewardBenchConfig, reward: str, seed: int, start: Path
 def run_tools_reward_bench(cfg: ToolsRewardBenchConfig, console: Any = None,
                            on_run: Callable[[str, int], None] | None = None) -> dict:
     check_variants(cfg.variants)
-    start = sft_checkpoint(cfg, console)
+    # in a process of its own: the SFT model would stay in this one (~10 GB with SmolLM2) beside each RL run
+    start = in_fresh_process(sft_checkpoint, cfg, None)
+    if console:
+        console.print(f"warm-up SFT checkpoint: {start}")
     if on_run:
         on_run("sft", 0)
     sft = in_fresh_process(run_variant, cfg, "sft", 0, start).heldout
