@@ -96,7 +96,10 @@ def init(strategy: str = "ddp", backend: str = "auto", timeout_s: float = 1800.0
 
 
 def close(dp: DataParallel | None) -> None:
+    """Leave the process group once every rank is done: a rank that tears gloo down while a peer is still
+    in a collective makes that peer abort ("terminate called without an active exception")."""
     if dp is not None and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
