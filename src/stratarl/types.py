@@ -11,6 +11,7 @@ import hashlib
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -250,3 +251,8 @@ def _build(tp: Any, data: Any) -> Any:
     if tp is float and isinstance(data, int):
         return float(data)
     return data
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The JSON values of a JSON-lines file, one per non-blank line."""
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]

@@ -35,7 +35,7 @@ from ..config import save_config
 from ..errors import UserError, lookup
 from ..rollout.runner import RunnerConfig
 from ..stats import wilson
-from ..types import Sample, Trajectory, from_dict, to_json
+from ..types import Sample, Trajectory, from_dict, read_jsonl, to_json
 from .datasets import WeightedTrajectory, count_samples, steca_datasets, steca_rows
 from .deviation import DeviationConfig, first_deviation
 from .preference import PreferencePair, cycled, preference_pairs, train_pairs
@@ -193,8 +193,8 @@ def write_jsonl(path: Path, records: list[Any]) -> None:
     tmp.replace(path)
 
 
-def read_jsonl(path: Path, cls: type[R]) -> list[R]:
-    return [from_dict(cls, orjson.loads(line)) for line in path.read_bytes().splitlines() if line.strip()]
+def read_records(path: Path, cls: type[R]) -> list[R]:
+    return [from_dict(cls, d) for d in read_jsonl(path)]
 
 
 def cached(run: Run, rel: str, cls: type[R], make: Callable[[], list[R]]) -> list[R]:
@@ -202,7 +202,7 @@ def cached(run: Run, rel: str, cls: type[R], make: Callable[[], list[R]]) -> lis
     path = run.run_dir / rel
     if path.is_file():
         run.reused.append(rel)
-        return read_jsonl(path, cls)
+        return read_records(path, cls)
     records = make()
     write_jsonl(path, records)
     return records

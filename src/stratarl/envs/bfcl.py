@@ -45,7 +45,7 @@ from typing import Any
 
 from ..agent.parse import extract
 from ..errors import UserError
-from ..types import Task
+from ..types import Task, read_jsonl
 from .base import EnvSpec, Param, sanitize_action
 
 CATEGORIES = {"bfcl-multi-turn-base": "multi_turn_base", "bfcl-multi-turn-miss-func": "multi_turn_miss_func",
@@ -96,17 +96,13 @@ class Entry:
     """Turn -> functions held back until that turn (miss-func)."""
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @cache
 def load_entries(category: str) -> tuple[Entry, ...]:
     """Every entry of a BFCL multi-turn category, in file order."""
     data = _require() / "data"
-    truth = {r["id"]: r["ground_truth"] for r in _jsonl(data / "possible_answer" / f"BFCL_v4_{category}.json")}
+    truth = {r["id"]: r["ground_truth"] for r in read_jsonl(data / "possible_answer" / f"BFCL_v4_{category}.json")}
     out = []
-    for r in _jsonl(data / f"BFCL_v4_{category}.json"):
+    for r in read_jsonl(data / f"BFCL_v4_{category}.json"):
         turns = tuple("\n".join(m["content"] for m in msgs if m.get("role") == "user") for msgs in r["question"])
         missed = {int(k): tuple(v) for k, v in r.get("missed_function", {}).items()}
         out.append(Entry(r["id"], turns, r["initial_config"], tuple(r["involved_classes"]),
@@ -128,7 +124,7 @@ def function_docs(cls: str) -> tuple[dict[str, Any], ...]:
     """BFCL's function docs of a backend class."""
     from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
 
-    return tuple(_jsonl(_require() / "data" / "multi_turn_func_doc" / MULTI_TURN_FUNC_DOC_FILE_MAPPING[cls]))
+    return tuple(read_jsonl(_require() / "data" / "multi_turn_func_doc" / MULTI_TURN_FUNC_DOC_FILE_MAPPING[cls]))
 
 
 def make_instances(entry: Entry, long_context: bool) -> dict[str, Any]:

@@ -25,11 +25,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..agent.parse import extract
 from ..errors import UnknownNameError, UserError
-from ..types import Task
+from ..types import Task, read_jsonl
 from .base import EnvSpec, Param, sanitize_action
 from .registry import DYNAMIC, SPLITS
 
@@ -99,19 +97,15 @@ def corpora() -> list[str]:
     return sorted(p.name for p in DATA.iterdir() if (p / "corpus.jsonl").is_file()) if DATA.is_dir() else []
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-
-
 @cache
 def load_docs(corpus: str) -> tuple[Doc, ...]:
-    return tuple(Doc(d["id"], d["title"], d["text"]) for d in _jsonl(DATA / corpus / "corpus.jsonl"))
+    return tuple(Doc(d["id"], d["title"], d["text"]) for d in read_jsonl(DATA / corpus / "corpus.jsonl"))
 
 
 @cache
 def load_questions(corpus: str, split: str) -> tuple[Question, ...]:
     fields = ("id", "question", "answers", "hops", "entities", "supporting")
-    rows = _jsonl(DATA / corpus / f"{split}.jsonl")
+    rows = read_jsonl(DATA / corpus / f"{split}.jsonl")
     return tuple(Question(**{k: tuple(r[k]) if isinstance(r[k], list) else r[k] for k in fields})
                  for r in rows)
 

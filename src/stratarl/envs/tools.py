@@ -48,11 +48,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ..agent.parse import extract
 from ..errors import UnknownNameError, UserError
-from ..types import Task
+from ..types import Task, read_jsonl
 from .base import EnvSpec, Param, sanitize_action
 from .registry import DYNAMIC, SPLITS
 from .search import answer_matches, normalize_answer, shorten
@@ -229,10 +228,6 @@ def datasets() -> list[str]:
     return sorted(dataset_dirs())
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-
-
 def _dir(dataset: str) -> Path:
     path = dataset_dirs().get(dataset)
     if path is None:
@@ -244,7 +239,7 @@ def _dir(dataset: str) -> Path:
 def load_tools(dataset: str) -> dict[str, Tool]:
     """The dataset's tools by name, in file order."""
     fields = ("name", "domain", "description", "parameters", "source")
-    tools = [Tool(**{k: r[k] for k in fields}) for r in _jsonl(_dir(dataset) / "tools.jsonl")]
+    tools = [Tool(**{k: r[k] for k in fields}) for r in read_jsonl(_dir(dataset) / "tools.jsonl")]
     return {t.name: t for t in tools}
 
 
@@ -263,7 +258,7 @@ def load_items(dataset: str, split: str) -> tuple[Item, ...]:
         return ()
     tools = load_tools(dataset)
     items = []
-    for r in _jsonl(path):
+    for r in read_jsonl(path):
         subs = tuple(_subquestion(s) for s in r["subquestions"] if s.get("tool"))
         unknown = sorted({s.tool for s in subs} - set(tools))
         if unknown:
