@@ -29,7 +29,7 @@ class Batch:
     advantages_BT: torch.Tensor
     """Advantage per token (the row's scalar, or its per-token advantages)."""
     weights_B: torch.Tensor
-    """Row weights."""
+    """Row weights, fp64 (users cast them to their logprobs' dtype: exact for fp64 models)."""
     old_logp_BT: torch.Tensor | None
     """Behaviour-policy logprobs, when known."""
     ref_logp_BT: torch.Tensor | None
@@ -83,7 +83,7 @@ def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
         attention_mask_BT=_pad([[1] * s.num_tokens for s in samples], width, 0, torch.long),
         loss_mask_BT=_pad([s.loss_mask for s in samples], width, 0.0, torch.float32),
         advantages_BT=_pad(advs, width, 0.0, torch.float32),
-        weights_B=torch.tensor([s.weight for s in samples], dtype=torch.float32),
+        weights_B=torch.tensor([s.weight for s in samples], dtype=torch.float64),  # exact; cast to the logprobs' dtype
         old_logp_BT=_opt(samples, "old_logprobs", width),
         ref_logp_BT=_opt(samples, "ref_logprobs", width),
         engine_logp_BT=_opt(samples, "engine_logprobs", width),

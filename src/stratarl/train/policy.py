@@ -73,22 +73,22 @@ def forward(model: nn.Module, batch: Batch, *, entropy: bool = False, value_head
     h = hidden[b_idx, t_idx]  # [N, H] states that predict trained tokens
     with autocast(bf16, ids.device.type):
         logits = head(h)
-    logits = logits.float()
-    logp_all = torch.log_softmax(logits, dim=-1)
+    acc = torch.promote_types(logits.dtype, torch.float32)  # fp32, or fp64 for a fp64 model (exactness tests)
+    logp_all = torch.log_softmax(logits.to(acc), dim=-1)
     tokens = ids[b_idx, t_idx + 1]
-    logp_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    logp_BT = torch.zeros(ids.shape, dtype=acc, device=ids.device)
     logp_BT = logp_BT.index_put((b_idx, t_idx + 1), logp_all.gather(-1, tokens[:, None]).squeeze(-1))
     ent_BT = None
     if entropy:
         ent = -(logp_all.exp() * logp_all).sum(-1)
-        ent_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).index_put((b_idx, t_idx + 1), ent)
+        ent_BT = torch.zeros(ids.shape, dtype=acc, device=ids.device).index_put((b_idx, t_idx + 1), ent)
     values, values_BT = None, None
     if value_head is not None:
         state = hidden[torch.arange(ids.shape[0]), batch.value_index_B]
-        values = value_head(state.float()).squeeze(-1)
+        values = value_head(state.to(acc)).squeeze(-1)
         if token_values:
-            v = value_head(h.float()).squeeze(-1)
-            values_BT = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).index_put((b_idx, t_idx + 1), v)
+            v = value_head(h.to(acc)).squeeze(-1)
+            values_BT = torch.zeros(ids.shape, dtype=acc, device=ids.device).index_put((b_idx, t_idx + 1), v)
     return ForwardOut(logp_BT=logp_BT, entropy_BT=ent_BT, values_B=values, values_BT=values_BT)
 
 

@@ -241,7 +241,7 @@ def accumulate_gradients(model: torch.nn.Module, batch: list[Sample], micro_batc
     for chunk in micro_batches(batch, micro_batch_tokens):
         b = collate(chunk, pad_id)
         out = forward(model, b, bf16=bf16)
-        value = row_loss(out.logp_BT, b.loss_mask_BT, b.weights_B)
+        value = row_loss(out.logp_BT, b.loss_mask_BT, b.weights_B.to(out.logp_BT.dtype))
         value.backward()
         total += float(value.detach())
     return total

@@ -98,7 +98,7 @@ def _micro_loss(step: nn.Module, batch: Batch, loss_cfg: LossConfig, totals: dic
     out, critic_out = step(batch, entropy=want_entropy, bf16=bf16)
     old = batch.old_logp_BT if batch.old_logp_BT is not None else out.logp_BT.detach()
     loss, stats = policy_objective(out.logp_BT, old, batch.advantages_BT, batch.loss_mask_BT, loss_cfg,
-                                   weights_B=batch.weights_B, ref_BT=batch.ref_logp_BT, entropy_BT=out.entropy_BT,
+                                   weights_B=batch.weights_B.to(out.logp_BT.dtype), ref_BT=batch.ref_logp_BT, entropy_BT=out.entropy_BT,
                                    engine_BT=batch.engine_logp_BT, **totals)
     vl = torch.zeros((), device=loss.device)
     if critic is not None:
