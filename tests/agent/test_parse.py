@@ -29,8 +29,7 @@ def test_missing_closing_tag_ends_at_next_tag_or_end():
     assert parse_step("<think>plan<action>go north</action>").thought == "plan"
 
 
-def test_first_nonempty_action_counts_and_extra_tags_ignored():
-    assert parse_step("<action> </action><action>a</action><action>b</action>").action == "a"
+def test_other_tags_around_the_action_are_ignored():
     assert parse_step("<strategy>s</strategy><action>a</action><foo>").action == "a"
 
 
@@ -85,3 +84,11 @@ def test_parser_never_raises_and_action_is_normalized(text):
     assert p.action == normalize(p.action)
     assert p.ok == bool(p.action or p.answer is not None)
     assert isinstance(extract(text, "think"), list)
+
+
+def test_several_action_tags_are_unparseable():
+    # Padding with extra tags was a reward hack under RL (docs/sanity.md); one tag is required.
+    for text in ("<action><action>take coin</action>", "<action>look</action> <action>take coin</action>"):
+        p = parse_step(text)
+        assert not p.ok and p.action == "" and p.error == "2 <action> tags (one expected)"
+    assert parse_step("<action>take coin</action>").action == "take coin"

@@ -3,7 +3,9 @@
 The rules are forgiving about form and strict about content:
 - tags match case-insensitively, with whitespace inside the brackets (`< Action >`) tolerated;
 - a missing closing tag ends the content at the next tag or at the end of the text;
-- with several `<action>` tags the first non-empty one counts;
+- a response with more than one `<action>` tag is unparseable: under RL a forgiving rule is a
+  reward hack (the tiny policy learned to pad `<action><action>take coin</action>`, which the old
+  "first non-empty" rule accepted, until every reply was a run of `<action>` tags);
 - without any action tag, a line `Action: ...` is accepted; otherwise the output is unparseable;
 - the action is stripped and its inner whitespace collapsed; matching against the admissible list
   ignores case and whitespace and returns the env's own spelling.
@@ -66,7 +68,10 @@ def parse_step(text: str) -> ParsedStep:
     thoughts = extract(text, "think")
     thought = normalize(thoughts[0]) if thoughts else ""
     answers = [normalize(a) for a in extract(text, "answer") if a.strip()]
-    actions = [normalize(a) for a in extract(text, "action") if a.strip()]
+    blocks = extract(text, "action")
+    if len(blocks) > 1:
+        return ParsedStep(thought, "", None, False, f"{len(blocks)} <action> tags (one expected)")
+    actions = [normalize(a) for a in blocks if a.strip()]
     if not actions and not _TAGS["action"][0].search(text):
         actions = [normalize(m.group(1)) for m in _ACTION_LINE.finditer(text) if m.group(1).strip()]
     answer = answers[0] if answers else None

@@ -6,6 +6,7 @@ model produced them), only the action text. SFT tokenizes them with the model's 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 from ..types import Step, Task, Trajectory
@@ -31,6 +32,18 @@ def replay(env: Env, task: Task, actions: list[str]) -> Trajectory:
     traj.outcome = float(info["outcome"])
     traj.termination = "success" if traj.won else ("env_done" if traj.steps and traj.steps[-1].done else "max_steps")
     return traj
+
+
+def random_actions(env: Env, task: Task, n: int, rng: random.Random) -> list[str]:
+    """Up to `n` uniformly random admissible actions from the task's start (fewer if it ends)."""
+    _, info = env.reset(task)
+    actions: list[str] = []
+    while len(actions) < n:
+        actions.append(rng.choice(sorted(info["admissible_actions"])))
+        _, _, done, info = env.step(actions[-1])
+        if done:
+            break
+    return actions
 
 
 def gold_trajectories(tasks: list[Task]) -> Iterator[Trajectory]:

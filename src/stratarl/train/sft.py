@@ -25,9 +25,10 @@ import torch
 from ..agent.prompts import PromptConfig
 from ..algos.losses import sft_loss
 from ..envs.pool import EnvPool
-from ..envs.registry import get_spec, make_tasks
+from ..envs.gold import random_actions
+from ..envs.registry import get_spec, make_env, make_tasks
 from ..errors import UserError
-from ..types import Sample, Trajectory, Turn, from_dict
+from ..types import Sample, Task, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
 from .policy import bf16_supported, forward
 from .samples import pack_samples
@@ -51,6 +52,10 @@ class SFTDataConfig:
     """JSONL file for `trajectories` / `messages`."""
     strategies: bool = False
     """Attach a warm-up strategy to each gold episode (from the task text and first observation only)."""
+    actions: Literal["gold", "random"] = "gold"
+    """`gold`: the expert's actions; `random`: as many uniformly random admissible actions (seeded) —
+    rows that teach the reply format and the action vocabulary but not which action helps, so that RL
+    starts near chance (the learning-sanity ladder, docs/sanity.md)."""
 
 
 @dataclass
@@ -109,6 +114,8 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
     tasks = make_tasks(cfg.data.env, cfg.data.split, n=cfg.data.tasks, start=cfg.data.start)
     with EnvPool(num_workers=cfg.workers) as pool:
         plans = [pool.expert_actions(t) or [] for t in tasks]
+        if cfg.data.actions == "random":
+            plans = random_plans(tasks, [len(p) for p in plans], random.Random(cfg.seed))
         strategies = None
         if cfg.data.strategies:
             firsts = pool.reset(tasks)
@@ -116,6 +123,16 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
             rng = random.Random(cfg.seed)
             strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
         return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies)
+
+
+def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> list[list[str]]:
+    """For each task, as many random admissible actions as its gold path has (`data.actions: random`)."""
+    env = make_env(tasks[0]) if tasks else None
+    try:
+        return [random_actions(env, t, n, rng) for t, n in zip(tasks, lengths)]
+    finally:
+        if env is not None:
+            env.close()
 
 
 def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0) -> list[Sample]:
