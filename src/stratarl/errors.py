@@ -23,6 +23,19 @@ class UnknownNameError(UserError):
         super().__init__(unknown_message(kind, name, choices))
 
 
+class SplitSizeError(UserError):
+    """More tasks asked of an environment's split than it holds."""
+
+    def __init__(self, env: str, split: str, size: int, n: int | None, start: int = 0):
+        self.env, self.split, self.size, self.n, self.start = env, split, size, n, start
+        msg = f"{env} has only {size} {split} tasks"
+        if n is None or start >= size:
+            msg += f" (asked to start at {start}): start below {size}"
+        else:
+            msg += f"; asked for {n}" + (f" from index {start}" if start else "") + f": ask for at most {size - start}"
+        super().__init__(msg + ", or use another split")
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid names most similar to `name` (case-insensitive), best first."""
     choices = list(choices)

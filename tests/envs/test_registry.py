@@ -4,7 +4,7 @@ import pytest
 
 from stratarl.envs import all_specs, make_tasks, parse_env_id
 from stratarl.envs.registry import validate_params
-from stratarl.errors import UnknownNameError, UserError
+from stratarl.errors import SplitSizeError, UnknownNameError, UserError
 
 TWX_GAMES = ["cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder"]
 
@@ -57,6 +57,14 @@ def test_splits_map_onto_the_envs_own_folds():
         make_tasks("twx:coin", "valid")
     with pytest.raises(UserError, match="only 9 test tasks"):
         make_tasks("sciworld:boil", "test", start=9)
+
+
+def test_more_tasks_than_a_split_holds_is_refused_with_its_size():
+    with pytest.raises(SplitSizeError, match="^twx:cookingworld has only 1000 train tasks; asked for 1500: ask for at most 1000"):
+        make_tasks("twx:cookingworld", "train", n=1500)
+    with pytest.raises(SplitSizeError, match="asked for 5 from index 7: ask for at most 2"):
+        make_tasks("sciworld:boil", "test", n=5, start=7)
+    assert [t.index for t in make_tasks("sciworld:boil", "test", n=2, start=7)] == [7, 8]
 
 
 def test_sciworld_bad_simplification():

@@ -17,7 +17,7 @@ import orjson
 
 from ..config import save_config
 from ..engines import EngineConfig, make_engine
-from ..envs.registry import make_tasks
+from ..envs.registry import check_task_counts, make_tasks
 from ..errors import UserError, lookup
 from ..models import load_model, load_tokenizer, resolve_model
 from ..models.lora import save_policy
@@ -76,6 +76,9 @@ def run_autocoa(cfg: AutoCoAConfig, console: Any = None) -> Path:
     bad = [s for s in cfg.eval.after if s != "base" and s not in cfg.stages]
     if bad:
         raise UserError(f"eval.after names {bad}, which are not in stages {cfg.stages} (or 'base')")
+    sft = any(s.startswith("sft") for s in cfg.stages)
+    check_task_counts((cfg.env, cfg.gold.split, cfg.gold.tasks if sft else 0, cfg.gold.start),
+                      (cfg.env, "train", cfg.rl.train_tasks, 0), (cfg.env, cfg.eval.split, cfg.eval.episodes, 0))
     run_dir = Path(cfg.out_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

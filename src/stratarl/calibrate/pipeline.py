@@ -398,12 +398,15 @@ def run_calibrate(cfg: CalibrateConfig, console: Any = None) -> dict[str, Any]:
     """The whole pipeline (module docstring); returns the report, also written to `report.json`."""
     from ..engines.hf import HFEngine, HFEngineConfig
     from ..envs.pool import EnvPool
+    from ..envs.registry import check_task_counts
     from ..models import load_model, load_tokenizer
     from ..train.checkpoint import save_checkpoint
 
     method = lookup("method", cfg.method, METHODS)
     if cfg.iterations < 1 or cfg.optim.steps < 1:
         raise UserError(f"iterations ({cfg.iterations}) and optim.steps ({cfg.optim.steps}) must be at least 1")
+    check_task_counts((cfg.env, "train", 0 if cfg.warmup_checkpoint else cfg.warmup.tasks, 0),
+                      (cfg.env, cfg.split, cfg.tasks, cfg.start), (cfg.env, cfg.eval.split, cfg.eval.episodes, cfg.eval.start))
     run_dir, t0 = Path(cfg.out_dir) / cfg.name, time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import UnknownNameError, UserError, closest
+from ..errors import SplitSizeError, UnknownNameError, UserError, closest
 from ..types import Task
 from .base import Env, EnvSpec, Param
 
@@ -96,17 +96,27 @@ def make_env(env: str | Task) -> Env:
 
 
 def make_tasks(env_id: str, split: str, n: int | None = None, start: int = 0) -> list[Task]:
-    """Tasks `start .. start+n` of a split, in the env's own order of seeds / variations."""
+    """Tasks `start .. start+n` of a split (`n=None`: to its end), in the env's own order of seeds /
+    variations. Asking for more than the split holds is a `SplitSizeError` naming its size, never a
+    silently shorter list."""
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; valid splits: {', '.join(SPLITS)}")
     spec, params = parse_env_id(env_id)
     if spec.seeds is None:
         raise UserError(f"{spec.id} has no fixed task list")
     seeds = spec.seeds(split, params)
-    if start >= len(seeds):
-        raise UserError(f"{spec.id} has only {len(seeds)} {split} tasks (asked to start at {start})")
-    end = len(seeds) if n is None else min(len(seeds), start + n)
+    end = len(seeds) if n is None else start + n
+    if start >= len(seeds) or end > len(seeds):
+        raise SplitSizeError(spec.id, split, len(seeds), n, start)
     return [Task(env=spec.id, split=split, index=i, seed=seeds[i], params=params) for i in range(start, end)]
+
+
+def check_task_counts(*asked: tuple[str, str, int, int]) -> None:
+    """A `SplitSizeError` unless each (env id, split, n, start) fits in its split (n = 0 asks for nothing):
+    entry points check what they will ask for before they spend time training."""
+    for env_id, split, n, start in asked:
+        if n:
+            make_tasks(env_id, split, n=n, start=start)
 
 
 def task_at(env_id: str, split: str, index: int) -> Task:

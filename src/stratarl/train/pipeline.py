@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..envs.registry import check_task_counts
 from ..errors import UserError
 from ..models import load_model, load_tokenizer, resolve_model
 from . import checkpoint as ckpt
@@ -91,9 +92,19 @@ def check_fsdp2(cfg: TrainConfig) -> None:
                         "distributed.strategy=fsdp2 shards: use embedder minilm or tfidf, or strategy ddp")
 
 
+def check_splits(cfg: TrainConfig) -> None:
+    """Every split the run draws tasks from holds as many as it asks for (a `SplitSizeError` otherwise)."""
+    e, d = cfg.eval, cfg.warmup.sft.data
+    warmup = cfg.warmup.enabled and d.source == "gold"
+    check_task_counts((cfg.env.id, cfg.env.train_split, cfg.env.train_tasks, 0),
+                      (d.env, d.split, d.tasks if warmup else 0, d.start),
+                      (cfg.env.id, e.split, max(e.final_episodes, e.episodes if e.every else 0), 0))
+
+
 def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, overwrite: bool = False) -> Path:
     """The whole run; under `torchrun` every rank runs it, and rank 0 alone writes (train/distributed.py)."""
     run_dir = Path(cfg.out_dir) / cfg.name
+    check_splits(cfg)
     d = cfg.distributed
     if d.strategy == "fsdp2" and distributed.launched():
         check_fsdp2(cfg)

@@ -26,7 +26,7 @@ from ..agent.prompts import PromptConfig
 from ..algos.losses import sft_loss
 from ..envs.pool import EnvPool
 from ..envs.gold import random_actions
-from ..envs.registry import get_spec, make_env, make_tasks
+from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
 from ..errors import UserError
 from ..types import Sample, Task, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
@@ -280,6 +280,8 @@ def run_sft(cfg: SFTConfig, console: Any = None) -> Path:
     from .checkpoint import save_checkpoint
     from .logging import progress as make_progress
 
+    if cfg.data.source == "gold":
+        check_task_counts((cfg.data.env, cfg.data.split, cfg.data.tasks, cfg.data.start))
     path = resolve_model(cfg.model)
     tokenizer, model = load_tokenizer(path), load_model(path)
     rcfg = RunnerConfig(max_steps=cfg.max_steps, prompt=cfg.prompt, context=model.config.max_position_embeddings)
