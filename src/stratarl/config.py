@@ -24,6 +24,9 @@ import yaml
 
 from .errors import ConfigError, closest
 
+if typing.TYPE_CHECKING:
+    from .agent.format import FormatSource
+
 C = TypeVar("C")
 
 
@@ -33,14 +36,43 @@ def load_config(
     overrides: typing.Sequence[str] = (),
     data: dict | None = None,
 ) -> C:
-    """Build `cls` from a YAML file (or a dict), then apply `key.sub=value` overrides."""
+    """Build `cls` from a YAML file (or a dict), then apply `key.sub=value` overrides. A config class with
+    `format_keys` that starts from a checkpoint takes the prompt format the checkpoint records for every
+    format key left unset (agent/format.py)."""
+    return load_config_and_format(cls, path, overrides, data)[0]
+
+
+def load_config_and_format(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    data: dict | None = None,
+) -> tuple[C, FormatSource | None]:
+    """`load_config`, and where the agent format came from (None: `cls` has no format keys)."""
     raw: dict = dict(data or {})
     if path is not None:
         raw = _deep_merge(raw, read_yaml(path))
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(raw, key, value)
-    return build(cls, raw)
+        set_dotted(raw, key, value)
+    source = None
+    keys = getattr(cls, "format_keys", None)
+    if keys is not None:
+        from .agent.format import fill_from_checkpoint
+
+        source = fill_from_checkpoint(raw, keys)
+    return build(cls, raw), source
+
+
+def config_args(first: str | None, rest: typing.Sequence[str] | None) -> tuple[Path | None, list[str]]:
+    """The command line's `[CONFIG] [KEY=VALUE ...]`: the YAML file is optional, so a first argument that
+    holds `=` and is no file is the first override (`stratarl sft model=tiny data.tasks=50`)."""
+    rest = list(rest or [])
+    if first is None:
+        return None, rest
+    if "=" in first and not Path(first).is_file():
+        return None, [first, *rest]
+    return Path(first), rest
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -235,7 +267,16 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
+def get_dotted(obj: Any, key: str) -> Any:
+    """`obj`'s value at `a.b.c` (nested dicts or dataclasses); None where a part is missing."""
+    for part in key.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:

@@ -12,8 +12,10 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from .agent.format import FormatKeys
+from .agent.prompts import PromptConfig
 from .envs.pool import EnvPool
 from .envs.registry import get_spec, make_tasks, parse_env_id
 from .errors import UserError
@@ -25,6 +27,8 @@ from .types import TERMINATIONS, Step, Task, Trajectory
 class EvalConfig:
     """`stratarl eval`: evaluate an agent on one split of one environment."""
 
+    format_keys: ClassVar[FormatKeys] = FormatKeys(model=("model",), prompt="prompt", strategy="strategy")
+    """Where the agent format lives: a checkpoint's `agent.json` fills what the flags leave unset."""
     model: str = "tiny"
     """Model name (`tiny`, `smollm2-135m`) or a local checkpoint directory (agent `model`)."""
     env: str = "twx:cookingworld"
@@ -38,7 +42,8 @@ class EvalConfig:
     agent: Literal["model", "gold", "random"] = "model"
     """`model` (the policy), `gold` (expert replay) or `random` (uniform admissible actions)."""
     strategy: bool = False
-    """Model agent: generate a strategy first (StraTA) instead of plain ReAct."""
+    """Model agent: generate a strategy first (StraTA) instead of plain ReAct (default: as the checkpoint
+    was trained)."""
     engine: str = "hf"
     """Generation engine for the model agent: `hf`, `openai` or `vllm`."""
     max_steps: int | None = None
@@ -49,10 +54,9 @@ class EvalConfig:
     """Seed for sampling / the random agent."""
     temperature: float = 0.0
     """Sampling temperature of the model agent (0 = greedy)."""
-    prime: bool = False
-    """Start each reply with the `<action>` tag (helps instruct models that ignore the format)."""
-    history: int = 2
-    """Past steps shown in each step prompt."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """Step prompt layout of the model agent: mode, history, think, prime, ... (default: the one the
+    checkpoint was trained with, from its `agent.json`)."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from stratarl.agent.format import AgentFormat, read_format
 from stratarl.algos.losses import contrastive_when_to_act_loss, sequence_logp
 from stratarl.autocoa.data import GoldEpisode, gold_episodes, sft_row, when_to_act_pairs
 from stratarl.autocoa.protocol import (
@@ -158,12 +159,21 @@ def test_autocoa_cli_end_to_end(tmp_path):
     run = tmp_path / "e2e"
     for stage in ("sft1", "sft2", "sft3", "rl_sim", "rl_real"):
         assert (run / stage / "config.json").is_file() and (run / stage / "stage.json").is_file()
+        assert read_format(run / stage).protocol == "coa"
     import orjson
 
     summary = orjson.loads((run / "summary.json").read_bytes())
     assert list(summary["stages"]) == ["sft1", "sft2", "sft3", "rl_sim", "rl_real"]
     assert summary["stages"]["sft1"]["pairs"] > 6
     assert summary["eval"]["rl_real"]["episodes"] == 2
+
+
+def test_a_stage_checkpoint_records_the_coa_protocol(tmp_path, tiny_path, tiny_tokenizer):
+    from stratarl.autocoa.pipeline import save_stage
+    from stratarl.models import load_model
+
+    out = save_stage(tmp_path, "sft2", load_model(tiny_path), tiny_tokenizer, {"stage": "sft2"})
+    assert read_format(out) == AgentFormat(protocol="coa") and (out / "stage.json").is_file()
 
 
 def test_guide_lists_every_config_key():

@@ -10,6 +10,7 @@ import orjson
 import pytest
 import torch
 
+from stratarl.agent.format import read_format
 from stratarl.calibrate.pipeline import steca_batch_loss
 from stratarl.train.batching import collate
 from stratarl.train.policy import forward
@@ -97,6 +98,7 @@ def test_calibrate_cli_end_to_end_writes_datasets_and_reuses_the_mc_file(tmp_pat
     for rel in ("experts.jsonl", "it0/scans.jsonl", "it0/calibrated.jsonl", "it0/steca.jsonl", "report.json",
                 "checkpoints/warmup/config.json", "checkpoints/final/config.json"):
         assert (run / rel).is_file(), rel
+    assert read_format(run / "checkpoints/last") == read_format(run / "checkpoints/warmup") is not None
     rep = orjson.loads((run / "report.json").read_bytes())
     assert rep["experts"]["trajectories"] == 2 and rep["reused"] == []
     (it,) = rep["iterations"]

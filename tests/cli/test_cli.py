@@ -95,3 +95,48 @@ def test_quickstart_table_reads_the_run(tmp_path):
     console.print(before_after_table(tmp_path))
     out = console.export_text()
     assert "10.0%" in out and "22.5%" in out and "+12.5 pts" in out  # 45/200 - 20/200 = 12.5 points
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sft", "model=tiny", "data.tasks=1500"], "twx:cookingworld has only 1000 train tasks; asked for 1500"),
+    (["train", "model=tiny", "eval.final_episodes=20", "env.id=sciworld:boil"], "sciworld:boil has only 9 test tasks"),
+    (["calibrate", "tasks=2", "eval.episodes=1001"], "has only 1000 test tasks; asked for 1001"),
+    (["autocoa", "gold.tasks=401"], "search:synthkb has only 400 train tasks"),
+])
+def test_overrides_alone_run_on_the_defaults_and_splits_are_not_overdrawn(tmp_path, capsys, args, needle):
+    """No YAML file: the first `key=value` is an override (it used to be read as a missing config file);
+    asking a split for more tasks than it holds stops the run before it starts, in one line."""
+    from stratarl.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*args, f"out_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and "Traceback" not in err and "not found" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def sft_last(tmp_path_factory):
+    """`stratarl sft` with overrides only: chat-mode prompts and strategies, one gold episode."""
+    from stratarl.cli.main import main
+
+    out = tmp_path_factory.mktemp("sft")
+    main(["sft", "model=tiny", "data.env=twx:coin", "data.tasks=1", "data.strategies=true", "prompt.mode=chat",
+          "max_steps=3", "epochs=1", "workers=1", "bf16=off", f"out_dir={out}"])
+    return out / "sft" / "checkpoints" / "last"
+
+
+def test_eval_of_checkpoints_last_uses_the_format_it_was_trained_with(sft_last, capsys):
+    from stratarl.cli.main import main
+    from stratarl.config import load_config
+    from stratarl.train.config import TrainConfig
+
+    train = load_config(TrainConfig, overrides=[f"model={sft_last}"])  # RL from it talks the same way
+    assert train.rollout.runner.prompt.mode == "chat" and train.rollout.group.strategy
+    main(["eval", str(sft_last), "--env", "twx:coin", "--episodes", "1", "--max-steps", "1", "--workers", "1",
+          "--no-strategy", "--json"])
+    rep = orjson.loads(capsys.readouterr().out)
+    assert rep["episodes"] == 1 and rep["agent"] == f"model:{sft_last}"
+    fmt = rep["format"]
+    assert fmt["prompt"]["mode"] == "chat" and fmt["strategy"] is False
+    assert fmt["source"] == f"from checkpoint {sft_last}; strategy set explicitly"

@@ -1,12 +1,14 @@
 """The RL driver with the real tiny model on real TextWorldExpress: end to end, exact resume, each stage."""
 
 import math
+import os
 
 import orjson
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from stratarl.agent.format import read_format
 from stratarl.config import load_config
 from stratarl.errors import UserError
 from stratarl.train.config import TrainConfig
@@ -38,6 +40,8 @@ def test_grpo_trains_end_to_end(tmp_path):
     assert [r["iteration"] for r in rows] == [0, 1]
     assert all(r["train/steps"] == 1 and r["rollout/episodes"] == 4 for r in rows)
     assert (run / "checkpoints" / "2" / "model.safetensors").is_file() and (run / "config.yaml").is_file()
+    assert os.readlink(run / "checkpoints" / "last") == "2"
+    assert read_format(run / "checkpoints" / "last").prompt.history == 1  # the run's own format
     assert (run / "trajectories" / "1.jsonl").is_file() and list((run / "tb").iterdir())
     assert (run / "report.md").is_file() and (run / "curves.png").is_file()
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,7 +1,8 @@
 """`stratarl autocoa CONFIG`: the configured stages in order, a checkpoint after each, held-out evaluation.
 
     runs/<name>/config.yaml         the resolved config
-    runs/<name>/<stage>/            HF model + tokenizer after that stage, and stage.json (its metrics)
+    runs/<name>/<stage>/            HF model + tokenizer after that stage, stage.json (its metrics) and
+                                    agent.json (protocol `coa`: agent/format.py)
     runs/<name>/summary.json        every stage's metrics and evaluations
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..agent.format import AgentFormat, write_format
 from ..config import save_config
 from ..engines import EngineConfig, make_engine
 from ..envs.registry import check_task_counts, make_tasks
@@ -62,6 +64,7 @@ def save_stage(run_dir: Path, stage: str, model: Any, tokenizer: Any, record: di
     shutil.rmtree(tmp, ignore_errors=True)
     save_policy(model, tmp)
     tokenizer.save_pretrained(tmp)
+    write_format(tmp, AgentFormat(protocol="coa"))
     (tmp / "stage.json").write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)

@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
 
+from ..agent.format import FormatKeys, format_of
 from ..algos.losses import PreferenceConfig, steca_sft_loss
 from ..config import save_config
 from ..errors import UserError, lookup
@@ -113,6 +114,8 @@ class HeldOutConfig:
 class CalibrateConfig:
     """`stratarl calibrate`: STeCa / IPR from a warm-up checkpoint."""
 
+    format_keys: ClassVar[FormatKeys] = FormatKeys(model=("warmup_checkpoint", "model"), prompt="runner.prompt")
+    """Where the agent format lives: taken from the starting checkpoint's `agent.json`, recorded in the checkpoints."""
     name: str = "calibrate"
     """Run name: output goes to `<out_dir>/<name>/`."""
     out_dir: str = "runs"
@@ -236,7 +239,7 @@ def warm_start(cfg: CalibrateConfig, run_dir: Path, console: Any = None) -> Path
     rows, _ = load_rows(sft, tokenizer, cfg.runner)
     with progress(console, transient=True) as prog:
         stats = train_rows(model, rows, sft, tokenizer.pad_token_id, prog)
-    return save_checkpoint(run_dir, "warmup", model, tokenizer, {"sft": stats.__dict__})
+    return save_checkpoint(run_dir, "warmup", model, tokenizer, {"sft": stats.__dict__}, agent=format_of(cfg))
 
 
 def expert_stage(run: Run) -> list[Trajectory]:
@@ -426,7 +429,8 @@ def run_calibrate(cfg: CalibrateConfig, console: Any = None) -> dict[str, Any]:
             report["eval"] = held_out(run)
         finally:
             run.engine.close()
-    report["checkpoint"] = str(save_checkpoint(run_dir, "final", run.model, tokenizer, {"report": report}))
+    report["checkpoint"] = str(save_checkpoint(run_dir, "final", run.model, tokenizer, {"report": report},
+                                               agent=format_of(cfg)))
     report["reused"], report["seconds"] = run.reused, round(time.time() - t0, 1)
     (run_dir / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return report

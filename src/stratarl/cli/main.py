@@ -4,6 +4,7 @@ one-line messages with a non-zero exit code (no tracebacks for user mistakes).""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 import typer
@@ -22,6 +23,23 @@ app = typer.Typer(
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 console = Console() if sys.stdout.isatty() else Console(width=150)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=150)
+
+
+CONFIG_HELP = "YAML config; optional: KEY=VALUE overrides alone start from the defaults."
+OVERRIDES_HELP = "Dotted overrides, e.g. optim.lr=1e-5 iterations=3."
+
+
+def load_entry_config(cls: type, config: str | None, overrides: list[str] | None) -> Any:
+    """An entry point's config from `[CONFIG] [KEY=VALUE ...]`; says so when a starting checkpoint gave the
+    agent format."""
+    from ..agent.format import describe_format, format_of
+    from ..config import config_args, load_config_and_format
+
+    path, overrides = config_args(config, overrides)
+    cfg, source = load_config_and_format(cls, path, overrides)
+    if source is not None and source.checkpoint:
+        console.print(describe_format(format_of(cfg), source), highlight=False)
+    return cfg
 
 
 def _register() -> None:

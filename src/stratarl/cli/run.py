@@ -31,29 +31,49 @@ def eval_cmd(
     episodes: int = typer.Option(100, help="Number of episodes (tasks)."),
     start: int = typer.Option(0, help="Index of the first task."),
     agent: str = typer.Option("model", help="model, gold or random."),
-    strategy: bool = typer.Option(False, "--strategy", help="Model agent plans a strategy first."),
+    strategy: bool = typer.Option(None, "--strategy/--no-strategy", show_default=False,
+                                  help="Model agent plans a strategy first [default: as the checkpoint was trained]."),
+    prompt_mode: str = typer.Option(None, "--prompt-mode", show_default=False,
+                                    help="window or chat step prompts [default: the checkpoint's, else window]."),
+    history: int = typer.Option(None, show_default=False,
+                                help="Past steps in each step prompt, -1 all [default: the checkpoint's, else 2]."),
+    think: bool = typer.Option(None, "--think/--no-think", show_default=False,
+                               help="Ask for <think> before the action [default: the checkpoint's, else off]."),
+    prime: bool = typer.Option(None, "--prime/--no-prime", show_default=False,
+                               help="Start each reply with <action> (instruct models) [default: the checkpoint's, else off]."),
     engine: str = typer.Option("hf", help="hf, openai or vllm."),
     max_steps: int = typer.Option(None, help="Horizon (default: the env's)."),
     workers: int = typer.Option(None, help="Env worker processes (default: one per two cores)."),
     seed: int = typer.Option(0, help="Seed."),
-    prime: bool = typer.Option(False, "--prime", help="Start each reply with <action> (instruct models)."),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Path = typer.Option(None, help="Also write every trajectory to this JSONL file."),
 ) -> None:
-    """Success rate (95% Wilson interval), score, steps, invalid actions and terminations on a split."""
-    from ..config import load_config
+    """Success rate (95% Wilson interval), score, steps, invalid actions and terminations on a split. A
+    checkpoint is evaluated in the prompt format it was trained with (its agent.json); flags override it."""
+    from ..agent.format import describe_format, format_of, format_origin
+    from ..config import load_config_and_format, to_dict
     from ..evaluate import EvalConfig, evaluate
     from ..types import to_json
 
-    cfg = load_config(EvalConfig, data=dict(
-        model=model, env=env, split=split, episodes=episodes, start=start, agent=agent, strategy=strategy,
-        engine=engine, max_steps=max_steps, workers=workers, seed=seed, prime=prime, temperature=temperature))
+    data = dict(model=model, env=env, split=split, episodes=episodes, start=start, agent=agent, engine=engine,
+                max_steps=max_steps, workers=workers, seed=seed, temperature=temperature)
+    prompt = dict(mode=prompt_mode, history=history, think=think, prime=prime)
+    data["prompt"] = {k: v for k, v in prompt.items() if v is not None}  # unset: the checkpoint's, or the default
+    if strategy is not None:
+        data["strategy"] = strategy
+    cfg, source = load_config_and_format(EvalConfig, data=data)
+    fmt = format_of(cfg)
+    if agent == "model" and not json_out:
+        console.print(describe_format(fmt, source), highlight=False)
     report, trajs = evaluate(cfg)
     if out:
         out.write_bytes(b"".join(to_json(t) + b"\n" for t in trajs))
     if json_out:
-        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        rep = report.as_dict()
+        if agent == "model":
+            rep["format"] = {**to_dict(fmt), "source": format_origin(source)}
+        print(orjson.dumps(rep, option=orjson.OPT_INDENT_2).decode())
     else:
         console.print(report_table([report], "evaluation"))
 

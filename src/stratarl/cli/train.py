@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .main import app, console
+from .main import CONFIG_HELP, OVERRIDES_HELP, app, console, load_entry_config
 
 CONFIGS = {"train": ("stratarl.train.config", "TrainConfig"), "sft": ("stratarl.train.sft", "SFTConfig"),
            "eval": ("stratarl.evaluate", "EvalConfig"), "autocoa": ("stratarl.autocoa.config", "AutoCoAConfig"),
@@ -25,31 +25,29 @@ def _config_class(name: str) -> type:
 
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train_cmd(
-    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
-    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. optim.lr=1e-5 iterations=3."),
+    config: str = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last complete checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
 ) -> None:
     """Warm-up SFT (optional) -> evaluation -> RL iterations -> evaluation -> report."""
-    from ..config import load_config
     from ..train.config import TrainConfig
     from ..train.pipeline import run_training
 
-    cfg = load_config(TrainConfig, config, overrides or [])
+    cfg = load_entry_config(TrainConfig, config, overrides)
     run_dir = run_training(cfg, resume=resume, console=console, overwrite=overwrite)
     console.print(f"done: {run_dir}")
 
 
 @app.command("sft")
 def sft_cmd(
-    config: Path = typer.Argument(..., help="YAML config."),
-    overrides: list[str] = typer.Argument(None, help="Dotted overrides."),
+    config: str = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
 ) -> None:
     """Supervised fine-tuning (gold trajectories, trajectory JSONL, or OpenAI-format messages)."""
-    from ..config import load_config
     from ..train.sft import SFTConfig, run_sft
 
-    run_sft(load_config(SFTConfig, config, overrides or []), console)
+    run_sft(load_entry_config(SFTConfig, config, overrides), console)
 
 
 @app.command("report")

@@ -36,13 +36,24 @@ def resolve_model(name_or_path: str | Path, tiny: TinyConfig | None = None) -> P
         from .smollm2 import import_smollm2
 
         return build_once("smollm2-135m", import_smollm2)
-    path = Path(text).expanduser()
-    if (path / "config.json").is_file():
+    path = checkpoint_dir(text)
+    if path is not None:
         return path
     near = closest(text, NAMES)
     hint = f" Did you mean '{near[0]}'?" if near else ""
     raise UserError(f"unknown model '{text}': not one of {', '.join(NAMES)} and not a checkpoint directory "
                     f"(no config.json there).{hint}")
+
+
+def checkpoint_dir(name_or_path: str | Path) -> Path | None:
+    """The local checkpoint directory a path names, or None. `checkpoints/last` is a symlink to the newest
+    checkpoint; in runs written before it was one, it is a file holding that checkpoint's name."""
+    if str(name_or_path) in NAMES:
+        return None
+    path = Path(name_or_path).expanduser()
+    if path.name == "last" and path.is_file():
+        path = path.parent / path.read_text().strip()
+    return path if (path / "config.json").is_file() else None
 
 
 def load_tokenizer(path: str | Path) -> Any:

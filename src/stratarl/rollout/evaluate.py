@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..agent.prompts import PromptConfig
 from ..engines import EngineConfig, make_engine
 from ..envs.pool import EnvPool
 from ..envs.registry import get_spec
@@ -32,7 +31,7 @@ def run_model_agent(cfg: Any, tasks: list[Task], engine: Any = None, tokenizer: 
     engine = engine or make_engine(path, EngineConfig(name=cfg.engine), tokenizer)
     rcfg = RunnerConfig(max_steps=cfg.max_steps or get_spec(tasks[0].env).max_steps,
                         context=_context(path), sampling=StepSampling(temperature=cfg.temperature),
-                        prompt=PromptConfig(prime=cfg.prime, history=cfg.history))
+                        prompt=cfg.prompt)
     try:
         with EnvPool(num_workers=cfg.workers) as pool:
             groups = evaluate_groups(engine, tokenizer, pool, tasks, rcfg, cfg.strategy, cfg.seed)

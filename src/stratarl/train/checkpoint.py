@@ -2,12 +2,15 @@
 
     checkpoints/<iteration>/    model (HF safetensors + config) and tokenizer, loadable by transformers
                                 (a LoRA policy: merged weights, and its adapters alone under adapter/)
+                                agent.json: the prompt format the policy was trained with (agent/format.py)
                                 trainer_state.pt: optimizer, scheduler, RNG states, iteration, data
                                 position, dynamic-sampling buffer, horizon stage, critic head, ...
-    checkpoints/last            the name of the newest complete checkpoint
+    checkpoints/last            a relative symlink to the newest complete checkpoint: a checkpoint path
+                                like any other (`stratarl eval runs/<name>/checkpoints/last`)
 
 A checkpoint is written into a temporary directory next to its final place and renamed into place,
-so a crash never leaves a half-written `checkpoints/<iteration>`; `last` is replaced atomically too.
+so a crash never leaves a half-written `checkpoints/<iteration>`; `last` is replaced atomically too
+(a new symlink renamed over the old one).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..agent.format import AgentFormat, write_format
 from ..models.lora import save_policy
 
 STATE_FILE = "trainer_state.pt"
+LAST = "last"
 
 
 def rng_state() -> dict[str, Any]:
@@ -37,10 +42,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, state: dict[str, Any],
-                    keep: int = 0, weights: dict[str, Any] | None = None) -> Path:
+                    keep: int = 0, weights: dict[str, Any] | None = None, agent: AgentFormat | None = None) -> Path:
     """Write `run_dir/checkpoints/<name>` atomically and point `last` at it; keep the newest `keep`
     numbered checkpoints (0 keeps all). A LoRA policy is written merged, its adapters under `adapter/`;
-    `weights` replaces the model's own state dict (FSDP2: the gathered full one)."""
+    `weights` replaces the model's own state dict (FSDP2: the gathered full one); `agent` is the prompt
+    format the policy was trained with (`agent.json`)."""
+    if name == LAST:
+        raise ValueError(f"'{LAST}' names the pointer to the newest checkpoint, not a checkpoint")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -50,20 +58,23 @@ def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, 
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)
+    if agent is not None:
+        write_format(tmp, agent)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _write_atomic(root / "last", name)
+    _point_last(root, name)
     if keep:
         _prune(root, keep)
     return final
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (its own directory, not `last`), or None."""
     root = Path(run_dir) / "checkpoints"
-    pointer = root / "last"
-    if pointer.is_file():
-        path = root / pointer.read_text().strip()
+    pointer = root / LAST
+    if pointer.is_symlink() or pointer.is_file():  # a file: runs written before `last` was a symlink
+        path = root / (os.readlink(pointer) if pointer.is_symlink() else pointer.read_text().strip())
         if (path / STATE_FILE).is_file():
             return path
     complete = [p for p in root.glob("[0-9]*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
@@ -74,10 +85,13 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return torch.load(Path(path) / STATE_FILE, weights_only=False)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _point_last(root: Path, name: str) -> None:
+    """`last` -> `name`: a relative symlink (the run directory can move), made under a temporary name and
+    renamed over the old one, so a reader always finds a complete checkpoint there."""
+    tmp = root / f".{LAST}-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(name, tmp)
+    os.replace(tmp, root / LAST)
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..agent.experience import ExperienceConfig
+from ..agent.format import FormatKeys
 from ..algos.advantages import AdvantageConfig
 from ..algos.diversity_rewards import DiversityRewardConfig
 from ..algos.losses import LossConfig
@@ -204,6 +205,9 @@ class WarmupSection:
 class TrainConfig:
     """`stratarl train`: (warm-up SFT), RL iterations, evaluation, checkpoints, report."""
 
+    format_keys: ClassVar[FormatKeys] = FormatKeys(model=("model",), prompt="rollout.runner.prompt",
+                                                   strategy="rollout.group.strategy")
+    """Where the agent format lives: taken from a starting checkpoint's `agent.json`, recorded in every checkpoint."""
     name: str = "run"
     """Run name: output goes to `<out_dir>/<name>/`."""
     out_dir: str = "runs"

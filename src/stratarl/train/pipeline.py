@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..agent.format import format_of
 from ..envs.registry import check_task_counts
 from ..errors import UserError
 from ..models import load_model, load_tokenizer, resolve_model
@@ -50,7 +51,7 @@ def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
     if console:
         console.print(f"[bold]warm-up SFT[/]: {stats.rows} rows from {len(trajs)} gold episodes, {stats.steps} steps, "
                       f"loss {stats.first_loss:.3f} -> {stats.last_loss:.3f} ({stats.seconds:.0f}s)")
-    return ckpt.save_checkpoint(run_dir, "sft", model, tokenizer, {"sft": stats.__dict__})
+    return ckpt.save_checkpoint(run_dir, "sft", model, tokenizer, {"sft": stats.__dict__}, agent=format_of(cfg))
 
 
 def _evaluate(state: Any, name: str, episodes: int, console: Any) -> dict:

@@ -17,15 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 import torch
 
+from ..agent.format import AgentFormat, FormatKeys, format_of
 from ..agent.prompts import PromptConfig
 from ..algos.losses import sft_loss
-from ..envs.pool import EnvPool
 from ..envs.gold import random_actions
+from ..envs.pool import EnvPool
 from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
 from ..errors import UserError
 from ..types import Sample, Task, Trajectory, Turn, from_dict
@@ -62,6 +63,8 @@ class SFTDataConfig:
 class SFTConfig:
     """`stratarl sft`: supervised fine-tuning."""
 
+    format_keys: ClassVar[FormatKeys] = FormatKeys(model=("model",), prompt="prompt", strategy="data.strategies")
+    """Where the agent format lives: taken from a starting checkpoint's `agent.json`, recorded in the checkpoint."""
     name: str = "sft"
     """Run name: output goes to `<out_dir>/<name>/`."""
     out_dir: str = "runs"
@@ -129,7 +132,7 @@ def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> l
     """For each task, as many random admissible actions as its gold path has (`data.actions: random`)."""
     env = make_env(tasks[0]) if tasks else None
     try:
-        return [random_actions(env, t, n, rng) for t, n in zip(tasks, lengths)]
+        return [random_actions(env, t, n, rng) for t, n in zip(tasks, lengths, strict=True)]
     finally:
         if env is not None:
             env.close()
@@ -272,6 +275,17 @@ def _sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: list[Sa
     return total
 
 
+def trained_format(cfg: SFTConfig, trajs: list[Trajectory]) -> AgentFormat:
+    """The format SFT taught: the configured prompts, with a strategy where the rows had one; conversations
+    from a `messages` file are in their own format."""
+    if cfg.data.source == "messages":
+        return AgentFormat(protocol="messages")
+    fmt = format_of(cfg)
+    if cfg.data.source == "trajectories":
+        fmt.strategy = any(t.strategy is not None for t in trajs)
+    return fmt
+
+
 def run_sft(cfg: SFTConfig, console: Any = None) -> Path:
     """`stratarl sft`: train and write `<out_dir>/<name>/checkpoints/final` (HF format)."""
     from ..config import to_dict
@@ -285,11 +299,12 @@ def run_sft(cfg: SFTConfig, console: Any = None) -> Path:
     path = resolve_model(cfg.model)
     tokenizer, model = load_tokenizer(path), load_model(path)
     rcfg = RunnerConfig(max_steps=cfg.max_steps, prompt=cfg.prompt, context=model.config.max_position_embeddings)
-    rows, _ = load_rows(cfg, tokenizer, rcfg)
+    rows, trajs = load_rows(cfg, tokenizer, rcfg)
     with make_progress(console) as prog:
         stats = train_rows(model, rows, cfg, tokenizer.pad_token_id, prog)
     run_dir = Path(cfg.out_dir) / cfg.name
-    out = save_checkpoint(run_dir, "final", model, tokenizer, {"sft_stats": stats.__dict__, "config": to_dict(cfg)})
+    out = save_checkpoint(run_dir, "final", model, tokenizer, {"sft_stats": stats.__dict__, "config": to_dict(cfg)},
+                          agent=trained_format(cfg, trajs))
     if console:
         console.print(f"SFT: {stats.rows} rows, {stats.steps} steps, loss {stats.first_loss:.3f} -> {stats.last_loss:.3f} "
                       f"in {stats.seconds:.0f}s; checkpoint {out}")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..agent.experience import ExperienceLibrary, initial_library
+from ..agent.format import format_of
 from ..algos.advantages import NEEDS_VALUES
 from ..config import save_config, to_dict
 from ..engines import Engine, make_engine
@@ -283,7 +284,7 @@ def save(state: TrainState, name: str) -> Path:
     snap = snapshot(state) if distributed.sharded(dp) or dp is None or dp.is_main else None
     if dp is None or dp.is_main:
         path = ckpt.save_checkpoint(state.run_dir, name, state.model, state.tokenizer, snap,
-                                    keep=state.cfg.checkpoint.keep, weights=weights)
+                                    keep=state.cfg.checkpoint.keep, weights=weights, agent=format_of(state.cfg))
     distributed.barrier(state.dp)
     return path
 
