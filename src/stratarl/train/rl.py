@@ -33,7 +33,7 @@ from .batching import collate, micro_batches
 from .data import FillState, fill_batch, has_signal, take_from_buffer
 from .distributed import full_state_dict, gather_shards, shard, sharded
 from .policy import forward
-from .samples import build_samples, pack_samples
+from .samples import build_samples, pack_samples, share_prompts
 from .state import TrainState, save
 from .update import UpdateStats, ppo_update, score
 
@@ -226,19 +226,33 @@ def samples(state: TrainState, groups: list[Group], adv: Advantages, log: Iterat
     rows = build_samples(groups, adv, state.cfg.algo.samples)
     steps = len(rows)
     if state.cfg.algo.loss.loss_agg == "token-mean" and state.critic is None:
-        rows = pack_samples(rows)
+        rows = share_prompts(pack_samples(rows))
     log.metrics.update({"samples/rows": len(rows), "samples/steps": steps, "samples/tokens": sum(sum(r.loss_mask) for r in rows),
+                        "samples/input_tokens": sum(r.num_tokens for r in rows),
                         "samples/strategy_rows": sum(r.kind == "strategy" for r in rows)})
     return rows
 
 
+def reuses_update_forward(optim: Any) -> bool:
+    """With one epoch of one mini-batch the update's forward runs on the weights that sampled the rows,
+    so it *is* the behaviour pass: its detached logprobs serve as the old ones (`update._micro_loss`) and
+    the separate scoring pass is skipped (every ratio is then exactly 1, not 1 ± rounding)."""
+    return optim.epochs == 1 and optim.minibatches == 1
+
+
 def old_and_ref_logprobs(state: TrainState, rows: list[Sample], log: IterationLog) -> None:
     """Behaviour logprobs from the trainer itself (same numerics as the update, so the first ratio is
-    exactly 1), reference logprobs when a KL term is on; logs the engine/trainer mismatch."""
+    exactly 1) unless the update's own forward serves (`reuses_update_forward`); reference logprobs when
+    a KL term is on; logs the engine/trainer mismatch when the behaviour pass ran."""
     budget = state.cfg.optim.micro_batch_tokens
-    score(_policy(state), rows, state.pad_id, state.bf16, budget, "old_logprobs")
+    if not reuses_update_forward(state.cfg.optim):
+        score(_policy(state), rows, state.pad_id, state.bf16, budget, "old_logprobs")
+        _mismatch_metrics(rows, log)
     if state.ref_model is not None:
         score(_reference(state), rows, state.pad_id, state.bf16, budget, "ref_logprobs")
+
+
+def _mismatch_metrics(rows: list[Sample], log: IterationLog) -> None:
     diffs = [abs(o - e) for r in rows for o, e, m in zip(r.old_logprobs, r.engine_logprobs or [], r.loss_mask, strict=False) if m]
     log.metrics["mismatch/engine_trainer_abs"] = _mean(diffs)
     log.metrics["mismatch/engine_trainer_max"] = max(diffs, default=0.0)
@@ -254,6 +268,9 @@ def update(state: TrainState, rows: list[Sample], log: IterationLog) -> UpdateSt
                        pad_id=state.pad_id, bf16=state.bf16, generator=state.generator, critic=state.critic,
                        dp=state.dp)
     log.metrics.update({f"train/{k}": v for k, v in stats.__dict__.items() if not k.startswith("_")})
+    if reuses_update_forward(o):  # no separate behaviour pass: the update's forward measured the mismatch
+        log.metrics["mismatch/engine_trainer_abs"] = stats.engine_trainer_abs
+        log.metrics["mismatch/engine_trainer_max"] = stats.engine_trainer_max
     log.metrics["train/lr"] = state.scheduler.get_last_lr()[0]
     state.bad_updates = state.bad_updates + stats.skipped if stats.steps == 0 else stats.consecutive_skips
     return stats

@@ -67,6 +67,11 @@ class UpdateStats:
     """Optimizer steps skipped for non-finite loss or gradients."""
     consecutive_skips: int = 0
     """Skips at the end of the update, in a row."""
+    engine_trainer_abs: float = 0.0
+    """Mean |log π_trainer − log π_engine| over the trained tokens of the first mini-batch's forward
+    (0 when the rows carry no engine logprobs)."""
+    engine_trainer_max: float = 0.0
+    """The largest of those differences."""
     _n: int = field(default=0, repr=False)
 
     def add(self, pl: float, vl: float, s: LossStats, gn: float) -> None:
@@ -92,10 +97,34 @@ def score(model: nn.Module, samples: list[Sample], pad_id: int, bf16: bool, toke
             setattr(s, into, row[: s.num_tokens].tolist())
 
 
+@dataclass
+class Mismatch:
+    """Running |log π_trainer − log π_engine| over trained tokens, micro-batch by micro-batch."""
+
+    total: float = 0.0
+    tokens: float = 0.0
+    largest: float = 0.0
+
+    def add(self, logp_BT: torch.Tensor, engine_BT: torch.Tensor | None, mask_BT: torch.Tensor) -> None:
+        if engine_BT is None:
+            return
+        diff = (logp_BT.detach() - engine_BT).abs() * mask_BT
+        self.total += float(diff.sum())
+        self.tokens += float(mask_BT.sum())
+        self.largest = max(self.largest, float(diff.max()) if diff.numel() else 0.0)
+
+    def into(self, stats: UpdateStats) -> None:
+        stats.engine_trainer_abs = self.total / self.tokens if self.tokens else 0.0
+        stats.engine_trainer_max = self.largest
+
+
 def _micro_loss(step: nn.Module, batch: Batch, loss_cfg: LossConfig, totals: dict, bf16: bool,
-                critic: Critic | None, want_entropy: bool) -> tuple[torch.Tensor, float, float, LossStats]:
+                critic: Critic | None, want_entropy: bool, mismatch: Mismatch | None = None
+                ) -> tuple[torch.Tensor, float, float, LossStats]:
     batch = batch.to(device_of(step))
     out, critic_out = step(batch, entropy=want_entropy, bf16=bf16)
+    if mismatch is not None:
+        mismatch.add(out.logp_BT, batch.engine_logp_BT, batch.loss_mask_BT)
     old = batch.old_logp_BT if batch.old_logp_BT is not None else out.logp_BT.detach()
     loss, stats = policy_objective(out.logp_BT, old, batch.advantages_BT, batch.loss_mask_BT, loss_cfg,
                                    weights_B=batch.weights_B.to(out.logp_BT.dtype), ref_BT=batch.ref_logp_BT, entropy_BT=out.entropy_BT,
@@ -124,8 +153,8 @@ def policy_step(model: nn.Module, critic: Critic | None) -> PolicyStep:
 
 
 def _accumulate(step: nn.Module, rows: list[Sample], loss_cfg: LossConfig, totals: dict, *, token_budget: int,
-                pad_id: int, bf16: bool, critic: Critic | None, dp: DataParallel | None
-                ) -> tuple[float, float, LossStats | None]:
+                pad_id: int, bf16: bool, critic: Critic | None, dp: DataParallel | None,
+                mismatch: Mismatch | None = None) -> tuple[float, float, LossStats | None]:
     """Backward over this rank's micro-batches of one mini-batch; returns the mini-batch's policy and
     value losses (summed over ranks) and the last micro-batch's stats. Alone, a non-finite loss stops
     the accumulation at once; with `dp` every rank goes on to the gradient all-reduce (distributed.py)."""
@@ -138,7 +167,7 @@ def _accumulate(step: nn.Module, rows: list[Sample], loss_cfg: LossConfig, total
     for i, chunk in enumerate(chunks):
         with grad_sync(dp, i == len(chunks) - 1):
             loss, p_l, v_l, last = _micro_loss(step, collate(chunk, pad_id), loss_cfg, totals, bf16, critic,
-                                               loss_cfg.entropy_coef > 0)
+                                               loss_cfg.entropy_coef > 0, mismatch)
             if not math.isfinite(p_l) and dp is None:
                 return float("nan"), vl, last
             (loss * weight).backward()
@@ -160,6 +189,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
     check_same_rows(dp, samples)
     step = dp.module if dp is not None and dp.module is not None else policy_step(model, critic)
     model.train()
+    mismatch: Mismatch | None = Mismatch()
     for _ in range(epochs):
         for mb in split_minibatches(len(samples), minibatches, generator):
             rows = sorted((samples[i] for i in mb), key=lambda s: s.num_tokens)
@@ -168,7 +198,10 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
                       "total_rows": float(sum(1 for s in rows if any(s.loss_mask))) or 1.0}
             optimizer.zero_grad(set_to_none=True)
             pl, vl, last = _accumulate(step, rows, loss_cfg, totals, token_budget=token_budget, pad_id=pad_id,
-                                       bf16=bf16, critic=critic, dp=dp)
+                                       bf16=bf16, critic=critic, dp=dp, mismatch=mismatch)
+            if mismatch is not None:  # measured on the first mini-batch: the weights that sampled it
+                mismatch.into(stats)
+                mismatch = None
             gn = norm_value(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf")))
             if not (math.isfinite(pl) and math.isfinite(gn)) or last is None:
                 optimizer.zero_grad(set_to_none=True)
