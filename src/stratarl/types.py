@@ -186,6 +186,11 @@ class Sample:
     """Index of the step inside its trajectory (-1 for a strategy turn)."""
     kind: SampleKind = "action"
     """`strategy`, `action` or `sft`."""
+    segments: list[int] | None = None
+    """Prompt-sharing rows (`train.samples.share_prompts`): per token, 0 for the shared prompt and i >= 1
+    for branch i, which sees the shared prompt and its own earlier tokens only. None: one causal row."""
+    positions: list[int] | None = None
+    """Position id of each token when `segments` is set (every branch continues the shared prompt)."""
 
     @property
     def num_tokens(self) -> int:

@@ -56,3 +56,67 @@ def test_rows_are_the_recorded_ids_and_packing_is_exact(tiny_path, tiny_tokenize
 
     a, b = grads(rows), grads(packed)
     assert_grads_close(a, b, model.config.num_hidden_layers)
+
+
+def _prompt_rows(vocab: int) -> list:
+    """Three rows with one prompt (a group's rollouts at step 1), one row with another, signed advantages."""
+    from stratarl.types import Sample
+
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(3, vocab, (30,), generator=g).tolist()
+    other = torch.randint(3, vocab, (12,), generator=g).tolist()
+    rows = []
+    for k, (p, n) in enumerate([(prompt, 4), (prompt, 6), (other, 3), (prompt, 2)]):
+        resp = torch.randint(3, vocab, (n,), generator=g).tolist()
+        rows.append(Sample(input_ids=p + resp, loss_mask=[0] * len(p) + [1] * n, advantage=(-1.0) ** k * (1 + k),
+                           engine_logprobs=[0.0] * len(p) + [-0.1 * (k + 1)] * n))
+    return rows
+
+
+def test_shared_prompt_rows_change_no_logprob_and_no_gradient(tiny_path, tiny_tokenizer, assert_grads_close):
+    """share_prompts: one row with the prompt once and a branch per response; the branch mask and
+    positions reproduce every trained token's logprob, and the token-mean policy gradient (fp64; bound:
+    conftest) of the shared rows equals that of the plain rows."""
+    from stratarl.train.samples import share_prompts
+
+    model = load_model(tiny_path, dtype=torch.float64)
+    pad = tiny_tokenizer.pad_token_id
+    rows = _prompt_rows(model.config.vocab_size)
+    shared = share_prompts(rows)
+    assert len(shared) == 2 and shared[0].segments is not None and shared[1].segments is None
+    assert shared[0].num_tokens == 29 + (1 + 4) + (1 + 6) + (1 + 2)
+    assert sum(sum(r.loss_mask) for r in shared) == sum(sum(r.loss_mask) for r in rows)
+    assert [x for x, m in zip(shared[0].engine_logprobs, shared[0].loss_mask, strict=True) if m] == \
+        [-0.1] * 4 + [-0.2] * 6 + [-0.4] * 2
+
+    plain = forward(model, collate(rows, pad)).logp_BT
+    packed = forward(model, collate(shared, pad)).logp_BT
+    want = torch.cat([plain[i, : rows[i].num_tokens][torch.tensor(rows[i].loss_mask).bool()] for i in (0, 1, 3)])
+    got = packed[0, : shared[0].num_tokens][torch.tensor(shared[0].loss_mask).bool()]
+    tol = (2 * model.config.num_hidden_layers + 1) * 2.0 ** -24 * 20 * 2  # as in test_update: fp32 RMSNorm
+    assert float((got - want).abs().max()) < tol
+
+    cfg = LossConfig(kl_coef=0.0)
+    totals = {"total_tokens": float(sum(sum(r.loss_mask) for r in rows)), "total_rows": float(len(rows))}
+
+    def grads(batch_rows):
+        model.zero_grad()
+        b = collate(batch_rows, pad)
+        out = forward(model, b)
+        loss, _ = policy_objective(out.logp_BT, out.logp_BT.detach(), b.advantages_BT, b.loss_mask_BT, cfg, **totals)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    assert_grads_close(grads(shared), grads(rows), model.config.num_hidden_layers)
+
+
+def test_prompt_sharing_is_left_out_where_it_saves_little():
+    """Chat-mode rows share only their first prompt and then run long: sharing would cost the causal
+    kernel for a small saving, so they stay plain."""
+    from stratarl.train.samples import share_prompts
+    from stratarl.types import Sample
+
+    prompt = list(range(3, 23))
+    rows = [Sample(input_ids=prompt + [30 + k] * 40, loss_mask=[0] * 20 + [1] * 40) for k in range(3)]
+    assert share_prompts(rows) == rows
+    assert len(share_prompts(rows, max_fraction=0.9)) == 1

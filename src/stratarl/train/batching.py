@@ -42,6 +42,22 @@ class Batch:
     """Critic targets per trained token (token GAE), when known."""
     value_index_B: torch.Tensor
     """Index of each row's last prompt token (where the critic reads the state value)."""
+    segment_BT: torch.Tensor | None = None
+    """Branch of each token (0 shared prompt, i >= 1 branch i, -1 padding) when a row shares its prompt."""
+    position_BT: torch.Tensor | None = None
+    """Position ids, with `segment_BT`."""
+
+    def attention_4d(self) -> torch.Tensor | None:
+        """[B, 1, T, T] bool (True = may attend) for prompt-sharing rows: causal, and a branch token sees
+        the shared prompt and its own branch only. None for plain rows: the causal kernel needs no mask."""
+        if self.segment_BT is None:
+            return None
+        seg_BT = self.segment_BT
+        t = torch.arange(seg_BT.shape[1], device=seg_BT.device)
+        causal_TT = t[None, :] <= t[:, None]
+        key_BT = seg_BT[:, None, :]  # [B, 1, T] keys
+        same_BTT = (key_BT == 0) | (key_BT == seg_BT[:, :, None])
+        return (causal_TT[None] & same_BTT)[:, None]
 
     @property
     def num_tokens(self) -> int:
@@ -90,7 +106,17 @@ def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
         returns_B=row_returns.float() if row_returns is not None else None,
         returns_BT=token_returns,
         value_index_B=torch.tensor([_last_prompt_index(s) for s in samples], dtype=torch.long),
+        **_segments(samples, width),
     )
+
+
+def _segments(samples: Sequence[Sample], width: int) -> dict[str, torch.Tensor]:
+    """Segment and position tensors when any row shares its prompt (plain rows: one segment 0)."""
+    if all(s.segments is None for s in samples):
+        return {}
+    segs = [s.segments if s.segments is not None else [0] * s.num_tokens for s in samples]
+    pos = [s.positions if s.positions is not None else list(range(s.num_tokens)) for s in samples]
+    return {"segment_BT": _pad(segs, width, -1, torch.long), "position_BT": _pad(pos, width, 0, torch.long)}
 
 
 def _last_prompt_index(s: Sample) -> int:

@@ -86,12 +86,15 @@ def _can_extend(cur: Sample, nxt: Sample) -> bool:
             and nxt.num_tokens > n and nxt.input_ids[:n] == cur.input_ids)
 
 
+def _token_advantages(s: Sample) -> list[float]:
+    return list(s.token_advantages) if s.token_advantages is not None else [s.advantage * m for m in s.loss_mask]
+
+
 def _merge(cur: Sample, nxt: Sample) -> Sample:
     """One row holding both: `cur`'s trained tokens are a prefix of `nxt`'s prompt."""
     n = cur.num_tokens
     tail = slice(n, nxt.num_tokens)
-    adv_cur = cur.token_advantages if cur.token_advantages is not None else [cur.advantage * m for m in cur.loss_mask]
-    adv_nxt = nxt.token_advantages if nxt.token_advantages is not None else [nxt.advantage * m for m in nxt.loss_mask]
+    adv_cur, adv_nxt = _token_advantages(cur), _token_advantages(nxt)
     merged = Sample(input_ids=list(nxt.input_ids), loss_mask=cur.loss_mask + nxt.loss_mask[tail],
                     token_advantages=adv_cur + adv_nxt[tail], weight=cur.weight, uid=nxt.uid,
                     step_index=nxt.step_index, kind="action")
@@ -113,3 +116,54 @@ def pack_samples(rows: list[Sample]) -> list[Sample]:
         else:
             out.append(r)
     return out
+
+
+def _prompt_len(s: Sample) -> int:
+    return s.loss_mask.index(1) if 1 in s.loss_mask else s.num_tokens
+
+
+def _share(rows: list[Sample], prompt_len: int) -> Sample:
+    """One row: the prompt without its last token once, then per row a branch that repeats that last
+    token (same id, same position: the same keys and values, so its state is the prompt's last state
+    and predicts the branch's first token) followed by the row's own tokens."""
+    shared = prompt_len - 1
+    first = rows[0]
+    out = Sample(input_ids=first.input_ids[:shared], loss_mask=[0] * shared, token_advantages=[0.0] * shared,
+                 weight=first.weight, uid=first.uid, step_index=first.step_index, kind=first.kind,
+                 segments=[0] * shared, positions=list(range(shared)))
+    names = [n for n in ("old_logprobs", "ref_logprobs", "engine_logprobs") if all(getattr(r, n) is not None for r in rows)]
+    for name in names:
+        setattr(out, name, _per_token(first, name)[:shared])
+    for i, r in enumerate(rows, start=1):
+        tail = slice(shared, r.num_tokens)
+        out.input_ids += r.input_ids[tail]
+        out.loss_mask += r.loss_mask[tail]
+        out.token_advantages += _token_advantages(r)[tail]
+        out.segments += [i] * (r.num_tokens - shared)
+        out.positions += list(range(shared, r.num_tokens))
+        for name in names:
+            getattr(out, name).extend(_per_token(r, name)[tail])
+    return out
+
+
+def share_prompts(rows: list[Sample], max_fraction: float = 0.5) -> list[Sample]:
+    """Rows whose prompts are identical (the n rollouts of a group at their first step; window-mode
+    steps that saw the same observations) become one row holding the prompt once and each response as
+    a branch that attends to the prompt and to itself only (`Sample.segments`). Exactly equivalent
+    under `token-mean` aggregation, like `pack_samples`. A set of rows is shared only when that leaves at
+    most `max_fraction` of its tokens: the branch mask costs SDPA its mask-free causal kernel, which
+    only a large saving repays (it never does for chat-mode rows, whose long tails differ)."""
+    by_prompt: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        p = _prompt_len(r)
+        if r.segments is None and 2 <= p < r.num_tokens:
+            by_prompt.setdefault((r.kind, r.weight, tuple(r.input_ids[:p])), []).append(i)
+    merged: dict[int, Sample] = {}
+    absorbed: set[int] = set()
+    for (_, _, prompt), idx in by_prompt.items():
+        before = sum(rows[i].num_tokens for i in idx)
+        after = len(prompt) - 1 + sum(rows[i].num_tokens - len(prompt) + 1 for i in idx)
+        if len(idx) >= 2 and after <= max_fraction * before:
+            merged[idx[0]] = _share([rows[i] for i in idx], len(prompt))
+            absorbed.update(idx)
+    return [merged.get(i, r) for i, r in enumerate(rows) if i in merged or i not in absorbed]
