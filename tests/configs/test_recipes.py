@@ -49,3 +49,13 @@ def test_recipe_runs_one_shrunken_iteration(tmp_path, tiny_path, recipe):
     (row,) = read_metrics(run_training(cfg))
     assert row["rollout/episodes"] == 2 and row["samples/strategy_rows"] == 2
     assert "judge/flagged_fraction" in row and "strategy/similarity_before" in row
+
+
+def test_recipes_ask_no_split_for_more_tasks_than_it_holds():
+    """ScienceWorld's dev/test splits hold a few variations per task (sciworld:boil: 7 and 9)."""
+    from stratarl.envs.registry import check_task_counts
+
+    for path in RECIPES:
+        cfg = load_config(TrainConfig, path)
+        e = cfg.eval
+        check_task_counts((cfg.env.id, e.split, e.episodes, 0), (cfg.env.id, e.split, e.final_episodes, 0))
