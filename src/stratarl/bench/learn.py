@@ -37,7 +37,7 @@ import orjson
 from ..config import load_config
 from ..errors import UnknownNameError
 from ..stats import mean_interval, wilson
-from .common import in_fresh_process, save_results
+from .common import in_fresh_process, save_figure, save_results
 
 VARIANTS: dict[str, list[str]] = {
     "sft": [],
@@ -246,11 +246,7 @@ def plot_curves(runs: list[RunResult], path: Path) -> Path | None:
     ax.set_ylabel("training-rollout success (mean over seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def print_results(results: dict, as_json: bool, console: Any) -> None:

@@ -46,6 +46,35 @@ def bench_learn(
     out.print(f"results: {out_dir}/results.json · curves: {out_dir}/curves.png")
 
 
+@bench_app.command("sanity")
+def bench_sanity(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    estimators: str = typer.Option(",".join(["grpo", "drgrpo", "rloo", "reinforce_pp", "gigpo", "ecpo", "strata",
+                                             "mt_grpo", "step_gae", "gae"]), help="Comma-separated estimators."),
+    config: str = typer.Option("configs/sanity.yaml", help="The rung's TrainConfig YAML."),
+    max_iterations: int = typer.Option(30, help="Iteration budget per estimator."),
+    out_dir: str = typer.Option("runs/bench_sanity", help="Where results.json, curves.png and the runs go."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the estimators already in results.json."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the rung's config."),
+) -> None:
+    """Rung 1 of the learning ladder: each estimator must raise training success to 90% or by 50 points."""
+    from rich.console import Console
+
+    from ..bench.sanity import SanityBenchConfig, check_estimators, print_results, run_sanity_bench
+    from .main import console
+
+    names = [v.strip() for v in estimators.split(",") if v.strip()]
+    check_estimators(names)
+    cfg = SanityBenchConfig(config=config, estimators=names, max_iterations=max_iterations, out_dir=out_dir,
+                            resume=resume, overrides=list(overrides or []))
+    out = Console(stderr=True) if json_out else console  # keep stdout pure JSON
+    results = _with_progress(out, "bench sanity (estimators)", len(names), lambda on_run: run_sanity_bench(cfg, out, on_run))
+    print_results(results, json_out, console)
+    out.print(f"results: {out_dir}/results.json · curves: {out_dir}/curves.png")
+    if not results["all_passed"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("sandbox")
 def bench_sandbox(
     n: int = typer.Option(50, help="trivial executions to time"),

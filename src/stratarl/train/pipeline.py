@@ -49,7 +49,7 @@ def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
     (run_dir / "sft.json").write_bytes(orjson.dumps({**stats.__dict__, "gold_episodes": len(trajs), "gold_won": won},
                                                      option=orjson.OPT_INDENT_2))
     if console:
-        console.print(f"[bold]warm-up SFT[/]: {stats.rows} rows from {len(trajs)} gold episodes, {stats.steps} steps, "
+        console.print(f"[bold]warm-up SFT[/]: {stats.rows} rows from {len(trajs)} {sft.data.actions} episodes, {stats.steps} steps, "
                       f"loss {stats.first_loss:.3f} -> {stats.last_loss:.3f} ({stats.seconds:.0f}s)")
     return ckpt.save_checkpoint(run_dir, "sft", model, tokenizer, {"sft": stats.__dict__}, agent=format_of(cfg))
 
