@@ -76,6 +76,10 @@ class PromptConfig:
     prime: bool = False
     """Start the assistant's reply with `<think>` / `<action>` (part of the prompt, never trained):
     keeps small instruct models that ignore the format on it."""
+    keep: list[str] = field(default_factory=list)
+    """Window mode: what a past action starting with one of these words revealed stays in the prompt as
+    a note after it leaves the history window (e.g. `[read]` keeps CookingWorld's recipe, read once at
+    the start, in view until the meal is eaten)."""
 
 
 @dataclass
@@ -149,6 +153,7 @@ def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> l
         lines.append(f"Strategy: {view.strategy.strip()}")
     shown = view.history if cfg.history < 0 else view.history[len(view.history) - cfg.history:] if cfg.history else []
     shown = shown[drop_history:]
+    lines += _notes(view, cfg, len(shown))
     first = view.step - len(shown)
     for i, h in enumerate(shown):
         mark = "" if h.valid else " (invalid)"
@@ -162,6 +167,18 @@ def step_messages(view: StepView, cfg: PromptConfig, drop_history: int = 0) -> l
     lines.append("Your next action?")
     return [{"role": "system", "content": system_message(view.family, cfg)},
             {"role": "user", "content": "\n".join(lines)}]
+
+
+def _notes(view: StepView, cfg: PromptConfig, shown: int) -> list[str]:
+    """`cfg.keep` notes: what each kept action revealed (the observation after it), for actions whose
+    result is no longer in the shown window (item i's result is item i+1's observation)."""
+    if not cfg.keep:
+        return []
+    out = []
+    for i, h in enumerate(view.history[: max(0, len(view.history) - shown - 1)]):
+        if h.valid and h.action.split(" ", 1)[0] in cfg.keep:
+            out.append(f"Note, after {h.action}: {_clip(view.history[i + 1].observation, cfg.max_observation_chars)}")
+    return out
 
 
 def chat_turn(view: StepView, cfg: PromptConfig, first: bool) -> str:
