@@ -78,8 +78,8 @@ class PromptConfig:
     keeps small instruct models that ignore the format on it."""
     keep: list[str] = field(default_factory=list)
     """Window mode: what a past action starting with one of these words revealed stays in the prompt as
-    a note after it leaves the history window (e.g. `[read]` keeps CookingWorld's recipe, read once at
-    the start, in view until the meal is eaten)."""
+    a note after it leaves the history window (with `read`, CookingWorld's recipe, read once at the
+    start, stays in view until the meal is eaten)."""
 
 
 @dataclass
