@@ -199,3 +199,27 @@ def _with_progress(out: Any, title: str, total: int, run: Callable[[Callable[[st
         results = run(on_run)
         bar.update(task, completed=total, status="done")
     return results
+
+
+@bench_app.command("train")
+def bench_train(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    model: str = typer.Option("tiny", help="tiny (configs/quickstart.yaml) or smollm2-135m (configs/strata_smollm2.yaml)."),
+    mode: str = typer.Option("", help="Prompt mode chat or window (default: the config's)."),
+    iterations: int = typer.Option(3, help="Whole RL iterations timed for the median iteration time."),
+    sft_steps: int = typer.Option(8, help="Warm-up SFT steps timed on each side."),
+    out_dir: str = typer.Option("runs/bench_train", help="Where the run directory goes."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides of the config."),
+) -> None:
+    """The trainer's RL update and SFT step against a plain baseline on the rows of real iterations."""
+    import sys
+
+    from ..bench.train import TrainBenchConfig, print_results, run_train_bench
+    from .main import console
+
+    if mode not in ("", "chat", "window"):
+        raise typer.BadParameter(f"unknown prompt mode {mode!r}: chat or window", param_hint="--mode")
+    cfg = TrainBenchConfig(model=model, mode=mode, iterations=iterations, sft_steps=sft_steps, out_dir=out_dir,
+                           overrides=list(overrides or []))
+    log = (lambda m: print(m, file=sys.stderr)) if json_out else console.print
+    print_results(run_train_bench(cfg, log), json_out, console)

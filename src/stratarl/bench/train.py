@@ -1,0 +1,261 @@
+"""`stratarl bench train`: the trainer against a plain baseline on the rows of real RL iterations, in one
+process, with the machine's matmul roofline measured in the same run.
+
+- **iterations**: `iterations` whole RL iterations of the config (warm-up off: the untrained model, whose
+  episodes run to the horizon, the longest rows the config makes); `iteration_s` is their median.
+- **update**: one more rollout gives the rows. The trainer runs its `logprobs` and `update` stages on them
+  as the driver does (chat packing, prompt sharing, the reused behaviour pass, the head on trained
+  positions only). The baseline is the straightforward computation on the same steps: one padded row per
+  step in micro-batches of the same token budget, the transformers forward with full logits, log-softmax
+  over the whole vocabulary, a separate no-grad behaviour pass, the PPO-clip token-mean loss, backward,
+  an AdamW step. Both start from the same weights.
+- **sft**: warm-up SFT steps on the config's warm-up data, `train.sft` against the same plain computation.
+
+MFU counts 6·N FLOPs per token of the plain per-step rows (forward + backward; 2·N for a no-grad pass),
+N the parameter count, over the bf16 matmul roofline: the work an iteration asks for, so a trainer that
+skips work scores higher, as it should.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import load_config
+from ..types import Sample
+from .engine import machine, matmul_gflops
+
+MODELS = {"tiny": "configs/quickstart.yaml", "smollm2-135m": "configs/strata_smollm2.yaml"}
+"""Model -> the config whose settings the benchmark uses."""
+
+
+@dataclass
+class TrainBenchConfig:
+    """`stratarl bench train`."""
+
+    model: str = "tiny"
+    """`tiny` (configs/quickstart.yaml) or `smollm2-135m` (configs/strata_smollm2.yaml)."""
+    mode: str = ""
+    """Prompt mode `chat` or `window` ('' keeps the config's)."""
+    iterations: int = 3
+    """Whole RL iterations timed for `iteration_s`."""
+    sft_steps: int = 8
+    """Warm-up SFT steps timed for each side."""
+    out_dir: str = "runs/bench_train"
+    """Where the run directory goes."""
+    overrides: list[str] = field(default_factory=list)
+    """Extra dotted overrides of the config."""
+
+
+def train_config(cfg: TrainBenchConfig) -> Any:
+    from ..errors import UnknownNameError
+    from ..train.config import TrainConfig
+
+    if cfg.model not in MODELS:
+        raise UnknownNameError("model", cfg.model, list(MODELS))
+    mode = [f"rollout.runner.prompt.mode={cfg.mode}", f"warmup.sft.prompt.mode={cfg.mode}"] if cfg.mode else []
+    quiet = ["warmup.enabled=false", "eval.every=0", "eval.final_episodes=0", "logging.tensorboard=false",
+             "logging.trajectories=false", "logging.progress=false", "checkpoint.every=0", "name=bench_train",
+             f"out_dir={cfg.out_dir}"]
+    return load_config(TrainConfig, MODELS[cfg.model], [*mode, *cfg.overrides, *quiet])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- the plain baseline ----------------------------------------------------------------------------
+
+
+def plain_logprobs(model: torch.nn.Module, rows: list[Sample], pad_id: int, bf16: bool) -> torch.Tensor:
+    """[B, T] logprob of each token given the ones before (0 at t = 0): full logits, full log-softmax."""
+    width = max(r.num_tokens for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : r.num_tokens] = torch.tensor(r.input_ids)
+        attn[i, : r.num_tokens] = 1
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=ids, attention_mask=attn).logits
+    logp = F.log_softmax(logits.float(), dim=-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return F.pad(logp, (1, 0))
+
+
+def _plain_chunks(rows: list[Sample], budget: int) -> list[list[Sample]]:
+    from ..train.batching import micro_batches
+
+    return list(micro_batches(sorted(rows, key=lambda r: r.num_tokens), budget))
+
+
+def plain_update(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[Sample], pad_id: int, bf16: bool,
+                 budget: int, clip: float = 0.2) -> None:
+    """Behaviour pass, then PPO-clip token-mean over all rows, one AdamW step."""
+    chunks = _plain_chunks(rows, budget)
+    with torch.no_grad():
+        old = [plain_logprobs(model, c, pad_id, bf16) for c in chunks]
+    total = sum(sum(r.loss_mask) for r in rows)
+    opt.zero_grad(set_to_none=True)
+    for c, old_BT in zip(chunks, old, strict=True):
+        logp_BT = plain_logprobs(model, c, pad_id, bf16)
+        mask_BT = _padded([r.loss_mask for r in c], logp_BT.shape[1])
+        adv_BT = _padded([[r.advantage] * r.num_tokens for r in c], logp_BT.shape[1])
+        ratio = torch.exp(logp_BT - old_BT)
+        loss_BT = -torch.min(ratio * adv_BT, ratio.clamp(1 - clip, 1 + clip) * adv_BT)
+        ((loss_BT * mask_BT).sum() / total).backward()
+    opt.step()
+
+
+def plain_sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[Sample], pad_id: int, bf16: bool,
+                   budget: int) -> None:
+    total = sum(sum(r.loss_mask) for r in rows)
+    opt.zero_grad(set_to_none=True)
+    for c in _plain_chunks(rows, budget):
+        logp_BT = plain_logprobs(model, c, pad_id, bf16)
+        (-(logp_BT * _padded([r.loss_mask for r in c], logp_BT.shape[1])).sum() / total).backward()
+    opt.step()
+
+
+def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
+
+
+# -- the measurement -------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def time_update(state: Any) -> dict[str, Any]:
+    """One rollout's rows through the trainer's stages and through the baseline, from the same weights."""
+    from ..train import rl
+    from ..train.samples import build_samples
+
+    log = rl.IterationLog()
+    groups = rl.rollout(state, rl.sample_tasks(state), log)
+    rl.judge(state, groups, log)
+    adv = rl.advantages(state, groups, log)
+    rows = rl.samples(state, groups, adv, log)
+    plain = build_samples(groups, adv, state.cfg.algo.samples)  # one row per step, nothing packed or shared
+    weights = copy.deepcopy(state.model.state_dict())
+    trainer = {"logprobs": _timed(lambda: rl.old_and_ref_logprobs(state, rows, log)),
+               "update": _timed(lambda: rl.update(state, rows, log))}
+    state.model.load_state_dict(weights)
+    opt = torch.optim.AdamW(state.model.parameters(), lr=state.cfg.optim.lr)
+    base = _timed(lambda: plain_update(state.model, opt, plain, state.pad_id, state.bf16,
+                                       state.cfg.optim.micro_batch_tokens))
+    state.model.load_state_dict(weights)
+    tokens = sum(r.num_tokens for r in plain)
+    return {"trainer_s": trainer, "baseline_s": base, "steps": len(plain), "trainer_rows": len(rows),
+            "tokens_all": tokens, "tokens_trained": sum(sum(r.loss_mask) for r in plain),
+            "trainer_tokens_through_model": sum(r.num_tokens for r in rows)}
+
+
+def time_sft(state: Any, steps: int) -> dict[str, Any]:
+    """`steps` warm-up SFT steps of the config's batch size, trainer vs baseline, same rows, same weights."""
+    from ..train.sft import _sft_step, load_rows
+
+    sft = dataclasses.replace(state.cfg.warmup.sft,
+                              data=dataclasses.replace(state.cfg.warmup.sft.data, tasks=min(64, state.cfg.warmup.sft.data.tasks)))
+    rcfg = dataclasses.replace(state.cfg.rollout.runner, max_steps=sft.max_steps, context=state.context)
+    rows, _ = load_rows(sft, state.tokenizer, rcfg)
+    batches = [rows[(k * sft.batch_rows) % len(rows):][: sft.batch_rows] for k in range(steps)]
+    batches = [b for b in batches if b]
+    weights = copy.deepcopy(state.model.state_dict())
+    opt = torch.optim.AdamW(state.model.parameters(), lr=sft.lr)
+    state.model.train()
+    trainer = _timed(lambda: [_sft_step(state.model, opt, b, sft, state.pad_id, state.bf16) for b in batches])
+    state.model.load_state_dict(weights)
+    opt = torch.optim.AdamW(state.model.parameters(), lr=sft.lr)
+    base = _timed(lambda: [plain_sft_step(state.model, opt, b, state.pad_id, state.bf16, sft.micro_batch_tokens)
+                           for b in batches])
+    state.model.load_state_dict(weights)
+    state.model.eval()
+    tokens = sum(r.num_tokens for b in batches for r in b)
+    return {"trainer_s": trainer, "baseline_s": base, "steps": len(batches), "tokens_all": tokens,
+            "trainer_tokens_per_s": tokens / trainer, "baseline_tokens_per_s": tokens / base}
+
+
+def run_train_bench(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from ..train import rl
+    from ..train.state import build_state, close
+
+    roof = {"bf16_gflops": matmul_gflops(torch.bfloat16), "fp32_gflops": matmul_gflops(torch.float32)}
+    log(f"matmul roofline: bf16 {roof['bf16_gflops']:.0f} GFLOP/s, fp32 {roof['fp32_gflops']:.0f} GFLOP/s")
+    tcfg = train_config(cfg)
+    state = build_state(tcfg)
+    try:
+        iters = []
+        for i in range(cfg.iterations):
+            iters.append(rl.run_iteration(state))
+            state.iteration += 1
+            log(f"iteration {i + 1}/{cfg.iterations}: {iters[-1]['time/iteration']:.1f} s")
+        upd = time_update(state)
+        log(f"update: trainer {sum(upd['trainer_s'].values()):.1f} s, baseline {upd['baseline_s']:.1f} s")
+        sft = time_sft(state, cfg.sft_steps)
+        log(f"sft: trainer {sft['trainer_s']:.1f} s, baseline {sft['baseline_s']:.1f} s")
+        n_params = sum(p.numel() for p in state.model.parameters())
+    finally:
+        close(state)
+    return summarize(cfg, tcfg, roof, iters, upd, sft, n_params)
+
+
+def summarize(cfg: TrainBenchConfig, tcfg: Any, roof: dict[str, float], iters: list[dict], upd: dict, sft: dict,
+              n_params: int) -> dict[str, Any]:
+    stages = sorted({k for m in iters for k in m if k.startswith("time/")})
+    trainer_s = sum(upd["trainer_s"].values())
+    flops = 8.0 * n_params * upd["tokens_all"]  # behaviour pass (2N) + forward/backward (6N) per token
+    return {
+        "model": cfg.model, "mode": tcfg.rollout.runner.prompt.mode, "env": tcfg.env.id, "machine": machine(),
+        "roofline": roof, "parameters": n_params, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "iteration_s": statistics.median(m["time/iteration"] for m in iters),
+        "stages_s": {k[5:]: statistics.median(m.get(k, 0.0) for m in iters) for k in stages},
+        "update": upd, "update_vs_baseline": upd["baseline_s"] / trainer_s,
+        "update_tokens_per_s": {"trainer_all": upd["tokens_all"] / trainer_s,
+                                "trainer_trained": upd["tokens_trained"] / trainer_s,
+                                "baseline_all": upd["tokens_all"] / upd["baseline_s"],
+                                "baseline_trained": upd["tokens_trained"] / upd["baseline_s"]},
+        "update_mfu": flops / trainer_s / (roof["bf16_gflops"] * 1e9),
+        "baseline_mfu": flops / upd["baseline_s"] / (roof["bf16_gflops"] * 1e9),
+        "sft": sft, "sft_vs_baseline": sft["baseline_s"] / sft["trainer_s"],
+    }
+
+
+def print_results(res: dict[str, Any], as_json: bool, console: Any) -> None:
+    import orjson
+
+    if as_json:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.table import Table
+
+    u, s = res["update"], res["sft"]
+    table = Table(title=f"bench train: {res['model']} ({res['mode']}) on {res['env']}, "
+                        f"bf16 roofline {res['roofline']['bf16_gflops']:.0f} GFLOP/s")
+    for col in ("what", "trainer", "baseline", "trainer / baseline"):
+        table.add_column(col)
+    table.add_row("RL iteration (median)", f"{res['iteration_s']:.1f} s", "", "")
+    table.add_row("logprobs + update", f"{sum(u['trainer_s'].values()):.2f} s", f"{u['baseline_s']:.2f} s",
+                  f"{res['update_vs_baseline']:.2f}x")
+    t = res["update_tokens_per_s"]
+    table.add_row("update tokens/s (all)", f"{t['trainer_all']:.0f}", f"{t['baseline_all']:.0f}", "")
+    table.add_row("update MFU", f"{100 * res['update_mfu']:.1f}%", f"{100 * res['baseline_mfu']:.1f}%", "")
+    table.add_row(f"SFT, {s['steps']} steps", f"{s['trainer_tokens_per_s']:.0f} tok/s", f"{s['baseline_tokens_per_s']:.0f} tok/s",
+                  f"{res['sft_vs_baseline']:.2f}x")
+    console.print(table)
+    console.print("stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in res["stages_s"].items() if v >= 0.01)
+                  + f" · peak RSS {res['peak_rss_mb']:.0f} MB")
