@@ -208,7 +208,8 @@ def step_values(state: TrainState, groups: list[Group]) -> list:
         else:
             out = forward(c.model or state.model, b, value_head=c.head, bf16=state.bf16, token_values=token)
         for i, s in enumerate(chunk):
-            vals.append(out.values_BT[i][torch.tensor(s.loss_mask).bool()].tolist() if token else float(out.values_B[i]))
+            vals.append(out.values_BT[i, : s.num_tokens][torch.tensor(s.loss_mask).bool()].tolist() if token
+                        else float(out.values_B[i]))
     it = iter(vals)
     return [[[next(it) for _ in t.steps] for t in g.flat] for g in groups]
 
