@@ -31,12 +31,17 @@ ESTIMATORS: dict[str, list[str]] = {
     "reinforce_pp": ["algo.estimator=reinforce_pp"],
     "gigpo": ["algo.estimator=gigpo"],
     "ecpo": ["algo.estimator=ecpo"],
-    "strata": _STRATA,
+    # κ subtracted from the normalised advantage: inside the normalised reward, all-failure groups make
+    # κ a full-scale advantage and the policy first learns only to stay admissible (docs/sanity.md)
+    "strata": [*_STRATA, "algo.advantage.strata.judge_penalty_into=advantage"],
     "mt_grpo": ["algo.estimator=mt_grpo"],
     "step_gae": ["algo.estimator=step_gae", "critic.kind=head"],
     "gae": ["algo.estimator=gae", "critic.kind=head"],
+    "strata_reward_norm": _STRATA,
 }
-"""Estimator name -> dotted overrides of the rung's config (`gae` is token-level PPO with a critic)."""
+"""Estimator name -> dotted overrides of the rung's config (`gae` is token-level PPO with a critic;
+`strata_reward_norm`, not run by default, is StraTA with κ inside the normalised reward)."""
+DEFAULT = [n for n in ESTIMATORS if n != "strata_reward_norm"]
 
 
 @dataclass
@@ -45,7 +50,7 @@ class SanityBenchConfig:
 
     config: str = "configs/sanity.yaml"
     """The rung's TrainConfig YAML (env, group shape, optimizer, warm-up SFT)."""
-    estimators: list[str] = field(default_factory=lambda: list(ESTIMATORS))
+    estimators: list[str] = field(default_factory=lambda: list(DEFAULT))
     """Which estimators to run."""
     max_iterations: int = 30
     """Iteration budget of each estimator."""
