@@ -35,13 +35,16 @@ ESTIMATORS: dict[str, list[str]] = {
     # κ a full-scale advantage and the policy first learns only to stay admissible (docs/sanity.md)
     "strata": [*_STRATA, "algo.advantage.strata.judge_penalty_into=advantage"],
     "mt_grpo": ["algo.estimator=mt_grpo"],
-    "step_gae": ["algo.estimator=step_gae", "critic.kind=head"],
+    # step_gae unwhitened: in a batch where every episode failed, whitened step advantages are the critic's
+    # noise at unit scale, and step_gae with them walked into unparseable replies (docs/sanity.md)
+    "step_gae": ["algo.estimator=step_gae", "critic.kind=head", "algo.advantage.gae.whiten=false"],
     "gae": ["algo.estimator=gae", "critic.kind=head"],
     "strata_reward_norm": _STRATA,
+    "step_gae_whiten": ["algo.estimator=step_gae", "critic.kind=head"],
 }
 """Estimator name -> dotted overrides of the rung's config (`gae` is token-level PPO with a critic;
-`strata_reward_norm`, not run by default, is StraTA with κ inside the normalised reward)."""
-DEFAULT = [n for n in ESTIMATORS if n != "strata_reward_norm"]
+`strata_reward_norm` and `step_gae_whiten`, not run by default, are the settings measured to fail)."""
+DEFAULT = [n for n in ESTIMATORS if n not in ("strata_reward_norm", "step_gae_whiten")]
 
 
 @dataclass

@@ -51,7 +51,7 @@ def bench_sanity(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     estimators: str = typer.Option(",".join(["grpo", "drgrpo", "rloo", "reinforce_pp", "gigpo", "ecpo", "strata",
                                              "mt_grpo", "step_gae", "gae"]),
-                                  help="Comma-separated estimators; also strata_reward_norm (κ inside the normalised reward)."),
+                                  help="Comma-separated estimators; also strata_reward_norm, step_gae_whiten (measured to fail)."),
     config: str = typer.Option("configs/sanity.yaml", help="The rung's TrainConfig YAML."),
     max_iterations: int = typer.Option(30, help="Iteration budget per estimator."),
     out_dir: str = typer.Option("runs/bench_sanity", help="Where results.json, curves.png and the runs go."),
