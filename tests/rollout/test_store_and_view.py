@@ -55,7 +55,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium installed (run `make test-e2e`)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium installed (`make test` installs it with apt-get)")
 def test_viewer_renders_in_headless_chromium(run_dir, tmp_path):
     page = build_viewer(run_dir)
     traj = regroup(read_trajectories(iteration_path(run_dir, 1)))[1].trajectories[1][0]
