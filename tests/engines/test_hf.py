@@ -1,5 +1,6 @@
 """The hf engine against transformers itself: exact logprobs, identical greedy tokens, batching that
-changes nothing, the prefix cache, seeded sampling, stops, and weight updates."""
+changes nothing, the prefix cache, seeded sampling, stops, and weight updates; and its placement
+(`device`): the CPU path unchanged, clear errors, and on CUDA (skipped without one) the CPU's results."""
 
 import threading
 
@@ -7,8 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from stratarl.config import load_config
 from stratarl.engines import SamplingParams
 from stratarl.engines.hf import HFEngine, HFEngineConfig
+from stratarl.engines.kernels import Linear, make_linear
+from stratarl.errors import UserError
+from stratarl.train.config import TrainConfig
 
 TEXTS = ["You are in the kitchen. In one part of the room you see a stove.", "take knife", "x",
          "Your task is to boil water. This room is called the hallway. You see a door to the kitchen."]
@@ -164,3 +169,103 @@ def test_smollm2_exact_in_fp32_and_as_good_as_transformers_in_bf16(smollm2_path)
     g = ref16.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                        do_sample=False, max_new_tokens=10)[0, len(prompt):].tolist()
     assert greedy.token_ids == g[: len(greedy.token_ids)]
+
+
+# -- placement (engine.hf.device) ------------------------------------------------------------------
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _outputs(eng, prompts):
+    """Greedy and seeded-sampled completions, token ids and logprobs, as the engine returns them."""
+    greedy = eng.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
+    sampled = eng.generate(prompts, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, n=2, seed=3))
+    return [(c.token_ids, c.logprobs) for c in greedy + sampled]
+
+
+def test_explicit_cpu_device_changes_nothing(tiny_path, tiny_tokenizer):
+    """`device=cpu` is the default's path exactly (dtype auto: bf16 with oneDNN-packed weights on a CPU with
+    AMX / AVX-512-BF16), bit for bit."""
+    prompts = _prompts(tiny_tokenizer)
+    default = HFEngine(tiny_path, HFEngineConfig(), tiny_tokenizer)
+    explicit = HFEngine(tiny_path, HFEngineConfig(device="cpu"), tiny_tokenizer)
+    assert HFEngineConfig().device == "cpu" and explicit.device == default.device == torch.device("cpu")
+    assert explicit.weights.embed.device.type == "cpu" and explicit._kv is None
+    assert _outputs(explicit, prompts) == _outputs(default, prompts)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_a_clear_error(tiny_path, tiny_tokenizer, device):
+    with pytest.raises(UserError) as e:
+        HFEngine(tiny_path, HFEngineConfig(device=device), tiny_tokenizer)
+    msg = str(e.value)
+    assert f"engine.hf.device='{device}'" in msg and "no CUDA device" in msg and "available here: cpu" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu:1", "meta", "cuda:x"])
+def test_unknown_device_is_a_clear_error(tiny_path, tiny_tokenizer, device):
+    with pytest.raises(UserError, match=rf"engine.hf.device='{device}' is not a device .* use cpu, cuda or cuda:N "
+                                        r"\(available here: cpu"):
+        HFEngine(tiny_path, HFEngineConfig(device=device), tiny_tokenizer)
+
+
+def test_engine_device_is_a_train_config_key():
+    """Set from `stratarl train` as `engine.hf.device`; checked when the engine is built, not when the config
+    is read, so a GPU run's config can be checked on a machine without one (scripts/gpu_check.py does)."""
+    assert load_config(TrainConfig, overrides=["engine.hf.device=cuda:1"]).engine.hf.device == "cuda:1"
+
+
+def test_onednn_packing_is_cpu_only():
+    """The prepacked bf16 matmul is a CPU kernel: weights anywhere else keep `F.linear`, its reference."""
+    w = torch.randn(8, 4)
+    assert not make_linear(w.to("meta"), None, torch.bfloat16).packed
+    assert not make_linear(w, None, torch.float32).packed
+    fast, reference = make_linear(w, None, torch.bfloat16), Linear(w.to(torch.bfloat16), None, False)
+    x = torch.randn(3, 4, dtype=torch.bfloat16)
+    assert torch.equal(fast(x), reference(x))
+
+
+@CUDA
+def test_cuda_greedy_and_seeded_sampling_match_the_cpu(fp32_engine, tiny_path, tiny_tokenizer):
+    """fp32 on CUDA: the CPU engine's greedy tokens and, since the generators stay on the CPU, its seeded
+    samples too; logprobs to 1e-4; everything returned as Python lists."""
+    prompts = _prompts(tiny_tokenizer)
+    eng = HFEngine(tiny_path, HFEngineConfig(device="cuda", dtype="float32"), tiny_tokenizer)
+    assert eng.device.type == "cuda" and eng.weights.embed.is_cuda and not eng.weights.lm_head.packed
+    got, want = _outputs(eng, prompts), _outputs(fp32_engine, prompts)
+    assert eng._kv.is_cuda
+    assert [ids for ids, _ in got] == [ids for ids, _ in want]
+    for (_, lp), (_, ref) in zip(got, want, strict=True):
+        assert max(abs(a - b) for a, b in zip(lp, ref, strict=True)) < 1e-4
+    c = eng.generate(prompts[:1], SamplingParams(temperature=1.0, max_tokens=4, seed=0))[0]
+    assert type(c.token_ids) is list and all(type(t) is int for t in c.token_ids)
+    assert type(c.logprobs) is list and all(type(x) is float for x in c.logprobs)
+
+
+@CUDA
+def test_cuda_bf16_logprobs_and_weight_updates(tiny_path, tiny_tokenizer):
+    """bf16 on CUDA (what the GPU check runs): logprobs within the CPU bf16 tolerance of an fp32 teacher-forced
+    pass; `update_weights` from CPU tensors lands on the GPU and gives the new model's greedy tokens."""
+    prompts = _prompts(tiny_tokenizer)
+    eng = HFEngine(tiny_path, HFEngineConfig(device="cuda", dtype="bfloat16"), tiny_tokenizer)
+    assert eng.dtype == torch.bfloat16 and eng.weights.embed.is_cuda
+    assert not any(lin.packed for lw in eng.weights.layers for lin in (lw.qkv, lw.o, lw.gate_up, lw.down))
+    ref = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    for c in eng.generate(prompts, SamplingParams(temperature=1.0, max_tokens=10, seed=0)):
+        tf = _teacher_forced(ref, prompts[c.prompt_index], c.token_ids)
+        assert max(abs(a - b) for a, b in zip(tf, c.logprobs, strict=True)) < 2e-2
+    new = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    fp32 = HFEngine(tiny_path, HFEngineConfig(device="cuda", dtype="float32"), tiny_tokenizer)
+    fp32.update_weights(new.state_dict())  # CPU tensors
+    assert all(p.is_cuda for p in fp32.model.parameters()) and fp32.weights.embed.is_cuda
+    params = SamplingParams(temperature=0, max_tokens=10)
+    for p, c in zip(prompts, fp32.generate(prompts, params), strict=True):
+        g = new.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), do_sample=False,
+                         max_new_tokens=10)[0, len(p):].tolist()
+        assert c.token_ids == g[: len(c.token_ids)]

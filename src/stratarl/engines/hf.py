@@ -7,6 +7,9 @@
   one call, a request whose uncached prefix is being computed for an earlier request waits for the
   next admission wave, so a group's shared task + strategy prefix is computed once.
 - bf16 weights where the CPU has AMX / AVX-512-BF16 (or a CUDA device is used), fp32 otherwise.
+- `device`: the CPU (default) or a CUDA device holds the model, its KV cache and prefix cache, and runs
+  the forward pass and the sampler; token ids and logprobs come back as Python lists either way. The
+  per-request generators stay on the CPU, so a seed draws the same uniforms on every device.
 - Each completion carries the exact token ids sampled and log p(token) under the model at
   temperature 1 (what the trainer recomputes), whatever temperature / top-p the sampling used.
 - Request i, sample j of a call with `seed=s` draws from its own generator seeded from (s, i, j):
@@ -25,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import UserError
 from .base import Completion, SamplingParams
 from .kernels import DecoderWeights, extract_weights, forward, logits
 from .prefix import PrefixCache
@@ -35,8 +39,11 @@ from .sampling import draw
 class HFEngineConfig:
     """The in-process engine."""
 
+    device: str = "cpu"
+    """Where the model, its KV cache and the sampler live: `cpu`, `cuda` (the current CUDA device) or
+    `cuda:N`. On CUDA the CPU-only oneDNN kernels are replaced by plain torch ops."""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    """Weight dtype: `auto` is bf16 where the CPU supports it, fp32 otherwise."""
+    """Weight dtype: `auto` is bf16 where the CPU supports it (on CUDA: where the GPU does), fp32 otherwise."""
     max_batch: int = 64
     """Most sequences decoded together."""
     prefix_cache_mb: int = 1024
@@ -66,12 +73,36 @@ def keep_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
-def resolve_dtype(name: str) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     from ..train.policy import bf16_supported
 
     if name == "auto":
+        if device is not None and device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
         return torch.bfloat16 if bf16_supported() else torch.float32
     return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`engine.hf.device` as a torch device (`cuda` pinned to the current CUDA device); a UserError
+    naming the device and the ones available when it is malformed, not CPU/CUDA, or not present."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    available = ", ".join(["cpu", *(f"cuda:{i}" for i in range(n))])
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise UserError(f"engine.hf.device={name!r} is not a device the hf engine runs on: use cpu, cuda or cuda:N "
+                        f"(available here: {available})")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    index = torch.cuda.current_device() if n and device.index is None else device.index
+    if not n or index >= n:
+        seen = f"only {n} CUDA device(s)" if n else "no CUDA device"
+        raise UserError(f"engine.hf.device={name!r}, but torch {torch.__version__} sees {seen} "
+                        f"(available here: {available})")
+    return torch.device("cuda", index)
 
 
 @dataclass
@@ -100,11 +131,13 @@ class HFEngine:
         from ..models import load_model, load_tokenizer
 
         self.cfg = cfg or HFEngineConfig()
+        self.device = resolve_device(self.cfg.device)
         if self.cfg.keep_freed_memory:
             keep_freed_memory()
-        self.dtype = resolve_dtype(self.cfg.dtype)
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)
         self.tokenizer = tokenizer or load_tokenizer(model_path)
-        self.model = load_model(model_path, dtype=torch.float32)
+        # fp32 master copy on the engine's device: `update_weights` loads into it, the weights are cut from it
+        self.model = load_model(model_path, dtype=torch.float32).to(self.device)
         self.weights: DecoderWeights = extract_weights(self.model, self.dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 4096))
@@ -161,9 +194,12 @@ class HFEngine:
             r.done.set()
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
-        """Load new weights (trainer names, any dtype) and drop the prefix cache."""
+        """Load new weights (trainer names, any dtype, any device: copied onto the engine's) and drop the
+        prefix cache."""
         with self._driver:
-            missing, _ = self.model.load_state_dict({k: v.detach().float() for k, v in state_dict.items()}, strict=False)
+            new = {k: v.detach().to(self.device, torch.float32) for k, v in state_dict.items()}
+            missing, _ = self.model.load_state_dict(new, strict=False)
+            del new
             tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
             if set(missing) - tied:  # extra trainer-side keys (a value head) are fine; missing weights are not
                 raise ValueError(f"update_weights: {len(set(missing) - tied)} of the model's weights are missing, "
@@ -230,7 +266,8 @@ class HFEngine:
         new_rows = max(rows, kv.shape[2] if kv is not None else 0)
         new_cap = max(cap, kv.shape[4] if kv is not None else 0)
         # zeros, not empty: masked keys still enter q.k, and uninitialised memory can hold NaN
-        fresh = torch.zeros(len(w.layers), 2, new_rows, w.n_kv, new_cap, w.head_dim, dtype=self.dtype)
+        fresh = torch.zeros(len(w.layers), 2, new_rows, w.n_kv, new_cap, w.head_dim, dtype=self.dtype,
+                            device=self.device)
         if kv is not None and self._running:
             n = len(self._running)
             fresh[:, :, :n, :, : kv.shape[4]] = kv[:, :, :n]
@@ -252,7 +289,9 @@ class HFEngine:
                 ids[i, : len(t)] = torch.tensor(t)
             start = torch.tensor([r.cached for r in chunk])
             n = torch.tensor([len(t) for t in new])
-            hidden = forward(self.weights, self._kv, slice(base + lo, base + hi), ids, start, n)
+            dev = self.device  # built on the CPU, then one copy each (a no-op on the CPU)
+            hidden = forward(self.weights, self._kv, slice(base + lo, base + hi), ids.to(dev), start.to(dev),
+                             n.to(dev))
             self.stats["prefill_tokens"] += int(n.sum())
             self.stats["attended_keys"] += sum(_triangle(r.cached, len(r.prompt)) for r in chunk)
             self.stats["logit_rows"] += len(chunk)
@@ -279,7 +318,8 @@ class HFEngine:
         live = self._running
         ids = torch.tensor([[r.pending] for r in live])
         start = torch.tensor([r.cached for r in live])
-        hidden = forward(self.weights, self._kv, slice(0, len(live)), ids, start, torch.ones(len(live), dtype=torch.long))
+        hidden = forward(self.weights, self._kv, slice(0, len(live)), ids.to(self.device), start.to(self.device),
+                         torch.ones(len(live), dtype=torch.long, device=self.device))
         self.stats["decode_tokens"] += len(live)
         self.stats["attended_keys"] += int(start.sum()) + len(live)
         self.stats["logit_rows"] += len(live)

@@ -5,6 +5,10 @@ Qwen2's q/k/v biases), reading the weights of a transformers model. Differences 
 own forward, all for speed on a CPU: q/k/v and gate/up projections fused into single matmuls, one
 KV tensor for the whole batch (`[layers, 2, rows, kv_heads, capacity, head_dim]`), and logits only
 for the positions that are sampled.
+
+The pass runs on whichever device the weights are on (`extract_weights` keeps the model's). The one
+CPU-only fast path, bf16 weights prepacked for oneDNN (`make_linear`), is taken only for CPU weights;
+on CUDA the same `Linear` is plain `F.linear`, its reference.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..errors import UserError
 @dataclass
 class Linear:
     """A weight ready for `x @ w.T (+ b)`: prepacked for oneDNN when the dtype is bf16 on a CPU (about
-    1.7x faster here than `F.linear`, bit-identical), the plain tensor otherwise."""
+    1.7x faster here than `F.linear`, bit-identical), the plain tensor otherwise (fp32, or any GPU)."""
 
     weight: torch.Tensor
     """Plain [out, in] weight, or oneDNN's packed layout when `packed`."""
@@ -39,7 +43,8 @@ class Linear:
 def make_linear(w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype, batch_hint: int = 64) -> Linear:
     w = w.detach().to(dtype).contiguous()
     b = b.detach().to(dtype) if b is not None else None
-    if dtype == torch.bfloat16 and not w.is_cuda and torch.backends.mkldnn.is_available():
+    # oneDNN packing is a CPU kernel: weights on any other device keep the plain F.linear path
+    if dtype == torch.bfloat16 and w.device.type == "cpu" and torch.backends.mkldnn.is_available():
         try:
             return Linear(torch.ops.mkldnn._reorder_linear_weight(w, batch_hint), b, True)
         except (RuntimeError, AttributeError):
@@ -90,7 +95,7 @@ class DecoderWeights:
 
 
 def extract_weights(model: nn.Module, dtype: torch.dtype) -> DecoderWeights:
-    """Fused copies of a Llama/Qwen2-family model's weights."""
+    """Fused copies of a Llama/Qwen2-family model's weights, on the device the model is on."""
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0)}
     if rope.get("rope_type", "default") not in ("default", None):
@@ -98,7 +103,9 @@ def extract_weights(model: nn.Module, dtype: torch.dtype) -> DecoderWeights:
     decoder = model.get_decoder()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     layers = [_layer(block, dtype) for block in decoder.layers]
+    # computed on the CPU and then moved, so that every device rotates by the same frequencies
     inv_freq = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    inv_freq = inv_freq.to(decoder.embed_tokens.weight.device)
     return DecoderWeights(
         embed=decoder.embed_tokens.weight.detach().to(dtype), layers=layers,
         norm=decoder.norm.weight.detach().to(dtype), lm_head=make_linear(model.get_output_embeddings().weight, None, dtype),
@@ -146,16 +153,17 @@ def forward(w: DecoderWeights, kv: torch.Tensor, rows: slice, ids_BT: torch.Tens
 
     Row b holds `start_B[b]` cached tokens and gets `n_B[b]` new ones (`ids_BT` right-padded).
     Returns the final hidden state of each row's last new token, [B, hidden].
+    Every tensor argument is on the weights' device.
     """
     B, T = ids_BT.shape
-    dtype = w.embed.dtype
-    pos_BT = start_B[:, None] + torch.arange(T)[None, :]
-    valid_BT = torch.arange(T)[None, :] < n_B[:, None]
+    dtype, dev = w.embed.dtype, w.embed.device
+    pos_BT = start_B[:, None] + torch.arange(T, device=dev)[None, :]
+    valid_BT = torch.arange(T, device=dev)[None, :] < n_B[:, None]
     length = int((start_B + n_B).max())
     # query t of row b sees keys j <= start_b + t (its cache, then new tokens causally)
-    mask = torch.arange(length)[None, None, :] <= pos_BT[:, :, None]  # [B, T, L]
-    # additive mask in the compute dtype, built once per pass instead of converted in every layer
-    mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))[:, None]  # [B, 1, T, L]
+    mask = torch.arange(length, device=dev)[None, None, :] <= pos_BT[:, :, None]  # [B, T, L]
+    # additive mask in the compute dtype, built once per pass instead of converted in every layer: [B, 1, T, L]
+    mask = torch.zeros(mask.shape, dtype=dtype, device=dev).masked_fill_(~mask, float("-inf"))[:, None]
     cos, sin = rope_tables(w, pos_BT, dtype)
     b_idx, t_idx = valid_BT.nonzero(as_tuple=True)
     x = F.embedding(ids_BT, w.embed)
@@ -176,7 +184,7 @@ def forward(w: DecoderWeights, kv: torch.Tensor, rows: slice, ids_BT: torch.Tens
         gu = lw.gate_up(h)
         inter = gu.shape[-1] // 2
         x = x + lw.down(F.silu(gu[..., :inter]) * gu[..., inter:])
-    last = x[torch.arange(B), (n_B - 1).clamp(min=0)]
+    last = x[torch.arange(B, device=dev), (n_B - 1).clamp(min=0)]
     return rms_norm(last, w.norm, w.eps)
 
 
