@@ -297,12 +297,10 @@ def check_imports() -> dict[str, Any]:
 def run_config(model: str, out_dir: Path, name: str, strategy: str = "ddp") -> Any:
     """`RUN` as `stratarl train` would build it from a YAML file with these overrides."""
     from stratarl.config import load_config
-    from stratarl.engines.hf import HFEngineConfig
     from stratarl.train.config import TrainConfig
 
     overrides = [f"model={model}", f"out_dir={out_dir}", f"name={name}", f"distributed.strategy={strategy}"]
-    if "device" in {f.name for f in dataclasses.fields(HFEngineConfig)}:
-        overrides.append("engine.hf.device=cuda")  # for the day engines/hf.py can be placed on a GPU
+    overrides.append("engine.hf.device=cuda")  # the engine decodes on the GPU (HFEngineConfig.device)
     return load_config(TrainConfig, data=copy.deepcopy(RUN), overrides=overrides)
 
 
@@ -447,7 +445,7 @@ def expectations(stage: Stage) -> list[str]:
         unmet.append(f"{stage.name}: the trainer did not autocast to bf16")
     if not d.get("engine_device", "").startswith("cuda"):
         unmet.append(f"{stage.name}: the hf engine generated on {d.get('engine_device')}, not CUDA "
-                     "(engines/hf.py has no device setting: it loads and decodes on the CPU)")
+                     "(engine.hf.device was set to cuda)")
     if d.get("engine_dtype") != "bfloat16":
         unmet.append(f"{stage.name}: the hf engine's weights are {d.get('engine_dtype')}, not bfloat16")
     if stage.name == "fsdp2" and not d.get("fsdp2_sharded"):
