@@ -73,15 +73,22 @@ class SanityBenchConfig:
 
 @dataclass
 class SanityResult:
+    """What one estimator did on the rung."""
+
     estimator: str
+    """Name in `ESTIMATORS`."""
     start: float = 0.0
     """Training-rollout success of the first iteration (the warm-up policy's rollouts)."""
     end: float = 0.0
     """Mean training-rollout success over the last `window` iterations."""
     iterations: int = 0
+    """RL iterations run (until the criterion held or the budget was spent)."""
     env_steps: int = 0
+    """Env steps of those iterations' rollouts."""
     seconds: float = 0.0
+    """Wall time of the RL iterations (the warm-up not included)."""
     passed: bool = False
+    """Whether the criterion held."""
     curve: list[float] = field(default_factory=list)
     """Training-rollout success of each iteration."""
 
