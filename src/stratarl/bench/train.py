@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import load_config
+from ..train.batching import _pad
 from ..types import Sample
 from .engine import machine, matmul_gflops
 
@@ -79,11 +80,8 @@ def peak_rss_mb() -> float:
 def plain_logprobs(model: torch.nn.Module, rows: list[Sample], pad_id: int, bf16: bool) -> torch.Tensor:
     """[B, T] logprob of each token given the ones before (0 at t = 0): full logits, full log-softmax."""
     width = max(r.num_tokens for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : r.num_tokens] = torch.tensor(r.input_ids)
-        attn[i, : r.num_tokens] = 1
+    ids = _pad([r.input_ids for r in rows], width, pad_id, torch.long)
+    attn = _pad([[1] * r.num_tokens for r in rows], width, 0, torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(input_ids=ids, attention_mask=attn).logits
     logp = F.log_softmax(logits.float(), dim=-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
@@ -106,8 +104,8 @@ def plain_update(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[
     opt.zero_grad(set_to_none=True)
     for c, old_BT in zip(chunks, old, strict=True):
         logp_BT = plain_logprobs(model, c, pad_id, bf16)
-        mask_BT = _padded([r.loss_mask for r in c], logp_BT.shape[1])
-        adv_BT = _padded([[r.advantage] * r.num_tokens for r in c], logp_BT.shape[1])
+        mask_BT = _pad([r.loss_mask for r in c], logp_BT.shape[1], 0.0, torch.float32)
+        adv_BT = _pad([[r.advantage] * r.num_tokens for r in c], logp_BT.shape[1], 0.0, torch.float32)
         ratio = torch.exp(logp_BT - old_BT)
         loss_BT = -torch.min(ratio * adv_BT, ratio.clamp(1 - clip, 1 + clip) * adv_BT)
         ((loss_BT * mask_BT).sum() / total).backward()
@@ -120,15 +118,8 @@ def plain_sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: lis
     opt.zero_grad(set_to_none=True)
     for c in _plain_chunks(rows, budget):
         logp_BT = plain_logprobs(model, c, pad_id, bf16)
-        (-(logp_BT * _padded([r.loss_mask for r in c], logp_BT.shape[1])).sum() / total).backward()
+        (-(logp_BT * _pad([r.loss_mask for r in c], logp_BT.shape[1], 0.0, torch.float32)).sum() / total).backward()
     opt.step()
-
-
-def _padded(rows: list[list[float]], width: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), width)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
-    return out
 
 
 # -- the measurement -------------------------------------------------------------------------------
