@@ -1,7 +1,7 @@
 """Window-mode step prompts keep what a `keep` action revealed after it leaves the history window."""
 
 from stratarl.agent.memory import remember
-from stratarl.agent.prompts import PromptConfig, StepView, step_messages
+from stratarl.agent.prompts import HistoryItem, PromptConfig, StepView, step_messages
 from stratarl.envs import make_tasks
 from stratarl.envs.gold import gold_trajectories
 
@@ -34,3 +34,40 @@ def test_a_note_is_not_repeated_while_its_result_is_in_the_window():
     view, _ = _late_view()
     text = step_messages(view, PromptConfig(history=-1, keep=["read"]))[1]["content"]
     assert "Note," not in text and text.count("Ingredients:") == 1
+
+
+def test_hidden_admissible_verbs_are_not_listed_but_the_rest_keep_their_order():
+    view = StepView(family="twx", task="cook", observation="You are in the kitchen.", step=0,
+                    admissible=["examine knife", "look around", "open fridge", "inventory", "take knife"])
+    user = step_messages(view, PromptConfig(hide_admissible=["examine", "look", "inventory"]))[1]["content"]
+    assert user.splitlines()[-2] == "Admissible actions: open fridge, take knife"
+    assert "examine" in step_messages(view, PromptConfig())[1]["content"]
+
+
+def test_the_last_chat_prompt_of_a_gold_episode_shows_the_recipe(tiny_tokenizer):
+    """The quickstart's prompt (chat mode, examine/look/inventory not listed): the recipe read at step 3 is
+    still in the prompt of the episode's last step, and the current admissible actions are listed."""
+    from stratarl.config import load_config
+    from stratarl.envs.pool import EnvPool
+    from stratarl.rollout.expert import expert_episodes
+    from stratarl.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, "configs/quickstart.yaml", [])
+    tasks = make_tasks(ENV, "test", n=1)
+    with EnvPool(num_workers=1) as pool:
+        (traj,) = expert_episodes(tiny_tokenizer, pool, tasks, [pool.expert_actions(tasks[0])], cfg.rollout.runner)
+    recipe = next(s.observation for s in traj.steps if s.action == "read cookbook")
+    last = tiny_tokenizer.decode(traj.steps[-1].prompt_ids)
+    assert recipe.strip() in last and last.count("Admissible actions:") == len(traj.steps)
+    assert "examine" not in last
+
+
+def test_a_chat_turn_after_an_invalid_action_does_not_repeat_the_unchanged_observation():
+    from stratarl.agent.prompts import chat_turn
+
+    room = "You are in the kitchen. You see a fridge."
+    view = StepView(family="twx", task="cook", observation=room, step=1, admissible=["open fridge"],
+                    history=[HistoryItem(observation=room, action="fly", valid=False)])
+    assert chat_turn(view, PromptConfig(), first=False) == "Your last action was not valid.\nAdmissible actions: open fridge"
+    view.history[-1].valid, view.observation = True, "You open the fridge."
+    assert chat_turn(view, PromptConfig(), first=False) == "Observation: You open the fridge.\nAdmissible actions: open fridge"
