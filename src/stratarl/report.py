@@ -25,15 +25,17 @@ def _plot(run_dir: Path, rows: list[dict]) -> list[str]:
     its = [r["iteration"] for r in rows]
     out = []
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("rollout/success", "rollout success"), ("eval/success", "held-out success")):
-        pts = [(r["iteration"], r[key], r.get(key.replace("success", "episodes")) or r.get("rollout/episodes", 0))
-               for r in rows if r.get(key) is not None]
+    steps = _cumulative_env_steps(rows)
+    for key, label in (("rollout/success", "training rollouts"), ("eval/success", "held-out (dev), greedy"),
+                       ("eval_sampled/success", "held-out (dev), T = 1")):
+        pts = [(steps[i], r[key], r.get(key.replace("success", "episodes")) or r.get("rollout/episodes", 0))
+               for i, r in enumerate(rows) if r.get(key) is not None]
         if pts:
             xs = [p[0] for p in pts]
             ivs = [wilson(round(p[1] * p[2]), p[2]) for p in pts]
             ax[0].plot(xs, [p[1] for p in pts], marker="o", label=label)
             ax[0].fill_between(xs, [i.low for i in ivs], [i.high for i in ivs], alpha=0.2)
-    ax[0].set(title="success (95% Wilson intervals)", xlabel="iteration", ylim=(0, 1))
+    ax[0].set(title="success (95% Wilson intervals)", xlabel="env steps", ylim=(0, 1))
     ax[0].legend()
     ax[1].plot(its, [r.get("rollout/outcome", 0) for r in rows], marker="o", label="mean episode reward")
     ax[1].plot(its, [r.get("adv/std", 0) for r in rows], label="advantage std")
@@ -63,6 +65,15 @@ def _plot(run_dir: Path, rows: list[dict]) -> list[str]:
     return out
 
 
+def _cumulative_env_steps(rows: list[dict]) -> list[int]:
+    """Env steps taken by the end of each iteration."""
+    out, total = [], 0
+    for r in rows:
+        total += int(r.get("rollout/env_steps", 0))
+        out.append(total)
+    return out
+
+
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -72,18 +83,37 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def _before_after(before: dict | None, after: dict | None) -> list[str]:
+def _before_after(pairs: list[tuple[str, dict | None, dict | None]]) -> list[str]:
+    """The before/after table, one pair of rows per decoding, each with its Newcombe difference."""
+    pairs = [(d, b, a) for d, b, a in pairs if b and a]
+    if not pairs:
+        return []
+    lines = ["## Held-out success", "", "| checkpoint | decoding | episodes | success | 95% interval |",
+             "|---|---|---|---|---|"]
+    notes = []
+    for decoding, before, after in pairs:
+        for name, r in (("after warm-up (before RL)", before), ("after RL", after)):
+            lines.append(f"| {name} | {decoding} | {r['episodes']} | {100 * r['success_rate']:.1f}% | "
+                         f"[{100 * r['success_ci95'][0]:.1f}, {100 * r['success_ci95'][1]:.1f}] |")
+        diff = newcombe_difference(before["wins"], before["episodes"], after["wins"], after["episodes"])
+        verdict = "excludes" if diff.low > 0 or diff.high < 0 else "includes"
+        notes.append(f"Difference (after − before, {decoding}): {100 * diff.value:+.1f} points, 95% interval "
+                     f"[{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] (Newcombe) — it {verdict} zero.")
+    return [*lines, "", *notes, ""]
+
+
+def _learned(before: dict | None, after: dict | None) -> list[str]:
+    """One sentence on what RL changed on held-out tasks."""
     if not (before and after):
         return []
     diff = newcombe_difference(before["wins"], before["episodes"], after["wins"], after["episodes"])
-    lines = ["## Held-out success", "", "| checkpoint | episodes | success | 95% interval |", "|---|---|---|---|"]
-    for name, r in (("after warm-up (before RL)", before), ("after RL", after)):
-        lines.append(f"| {name} | {r['episodes']} | {100 * r['success_rate']:.1f}% | "
-                     f"[{100 * r['success_ci95'][0]:.1f}, {100 * r['success_ci95'][1]:.1f}] |")
-    verdict = "excludes" if diff.low > 0 or diff.high < 0 else "includes"
-    lines += ["", f"Difference (after − before): {100 * diff.value:+.1f} points, 95% interval "
-                  f"[{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] (Newcombe) — it {verdict} zero.", ""]
-    return lines
+    if diff.low > 0:
+        what = f"RL raised held-out success by {100 * diff.value:.1f} points (significant at 95%)"
+    elif diff.high < 0:
+        what = f"RL lowered held-out success by {-100 * diff.value:.1f} points (significant at 95%)"
+    else:
+        what = f"RL changed held-out success by {100 * diff.value:+.1f} points, within noise (the interval includes zero)"
+    return [f"**In one sentence:** {what}.", ""]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -92,11 +122,15 @@ def write_report(run_dir: str | Path) -> Path:
     if not rows:
         raise UserError(f"no metrics.jsonl in {run_dir} (is it a training run directory?)")
     before, after, sft = (_load(run_dir / f) for f in ("eval_before.json", "eval_after.json", "sft.json"))
+    sampled = [_load(run_dir / f) for f in ("eval_before_sampled.json", "eval_after_sampled.json")]
     lines = [f"# Run `{run_dir.name}`", ""]
     if sft:
         lines += [f"Warm-up SFT: {sft['rows']} rows from {sft['gold_episodes']} gold episodes, {sft['steps']} steps, "
                   f"loss {sft['first_loss']:.3f} → {sft['last_loss']:.3f} in {sft['seconds']:.0f} s.", ""]
-    lines += _before_after(before, after)
+    lines += _learned(before, after)
+    t = (before or {}).get("temperature", 0.0)
+    lines += _before_after([("greedy" if t == 0 else f"sampled, T = {t:g}", before, after),
+                            ("sampled, T = 1", *sampled)])
     total = sum(r.get("time/iteration", 0) for r in rows)
     lines += ["## Training", "", f"{len(rows)} iterations in {total:.0f} s "
               f"({total / len(rows):.1f} s per iteration).", "",

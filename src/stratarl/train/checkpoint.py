@@ -69,6 +69,21 @@ def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, 
     return final
 
 
+def copy_checkpoint(source: Path, run_dir: str | Path, name: str) -> Path:
+    """A copy of checkpoint directory `source` as `run_dir/checkpoints/<name>`, written atomically like
+    `save_checkpoint`, and `last` pointed at it."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _point_last(root, name)
+    return final
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint (its own directory, not `last`), or None."""
     root = Path(run_dir) / "checkpoints"

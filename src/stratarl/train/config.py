@@ -31,7 +31,10 @@ class EnvSection:
     train_split: str = "train"
     """Split the RL tasks are drawn from."""
     train_tasks: int = 0
-    """Use only the first K tasks of the train split (0 = all)."""
+    """Use only K tasks of the train split, from `train_start` (0 = all from there)."""
+    train_start: int = 0
+    """Index of the first RL task in the train split: with the warm-up on tasks `[0, warmup.sft.data.tasks)`,
+    starting RL after them gives it games the warm-up never saw, so its reward measures generalisation."""
     tasks_per_iteration: int = 4
     """Groups (tasks) per iteration."""
     workers: int | None = None
@@ -156,15 +159,19 @@ class EvalSection:
     """Held-out evaluation."""
 
     every: int = 0
-    """Evaluate every K iterations during RL (0 = never in between)."""
+    """Evaluate every K iterations during RL (0 = never in between), on `every_split`."""
+    every_split: str = "dev"
+    """Split of the in-training evaluations (the dev split: the test split is kept for before/after)."""
     split: str = "test"
-    """Split to evaluate on."""
+    """Split of the before/after evaluations."""
     episodes: int = 50
     """Episodes per in-training evaluation."""
     final_episodes: int = 0
     """Episodes of the before/after evaluations (after warm-up SFT and after RL); 0 skips them."""
     temperature: float = 0.0
     """Sampling temperature (0 = greedy)."""
+    sampled: bool = False
+    """Also evaluate with sampling at T = 1 (metrics `eval_sampled/*`, files `eval_*_sampled.json`)."""
 
 
 @dataclass
@@ -199,6 +206,9 @@ class WarmupSection:
     """Run SFT before the first RL iteration (the result is checkpoint `sft`)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """The SFT settings (`sft.model` is ignored: the run's `model` is used)."""
+    cache: bool = True
+    """Keep the warm-up checkpoint under `$STRATARL_CACHE/warmups/<key>` (the key hashes the model, the SFT
+    settings and the prompt) and reuse it: a second run with the same warm-up skips it."""
 
 
 @dataclass

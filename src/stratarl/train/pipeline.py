@@ -9,6 +9,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -18,9 +19,11 @@ from typing import Any
 import orjson
 
 from ..agent.format import format_of
+from ..config import to_dict
 from ..envs.registry import check_task_counts
 from ..errors import UserError
 from ..models import load_model, load_tokenizer, resolve_model
+from ..models.cache import cache_root
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -31,11 +34,53 @@ from .state import build_state, close
 
 
 def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
-    """Supervised warm-up from the configured model; the result is checkpoint `sft` of the run."""
+    """Supervised warm-up from the configured model; the result is checkpoint `sft` of the run, taken
+    from the warm-up cache when an identical warm-up is there (`warmup.cache`)."""
     run_dir = Path(cfg.out_dir) / cfg.name
     existing = run_dir / "checkpoints" / "sft"
     if (existing / "config.json").is_file():
         return existing
+    cached = cache_root() / "warmups" / warmup_key(cfg)
+    if cfg.warmup.cache and (cached / "sft" / "config.json").is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cached / "sft.json", run_dir / "sft.json")
+        out = ckpt.copy_checkpoint(cached / "sft", run_dir, "sft")
+        if console:
+            console.print(f"[bold]warm-up SFT[/]: reused from the cache ({cached})")
+        return out
+    out = _train_warmup(cfg, console)
+    if cfg.warmup.cache:
+        _store_warmup(run_dir, out, cached)
+    return out
+
+
+def warmup_key(cfg: TrainConfig) -> str:
+    """What determines the warm-up's weights: the model (its resolved directory), the SFT settings, the
+    prompt and step budget of the rows, the seed, and the torch version."""
+    import hashlib
+
+    import torch
+
+    what = {"model": str(resolve_model(cfg.model)), "sft": to_dict(cfg.warmup.sft), "seed": cfg.seed,
+            "prompt": to_dict(cfg.rollout.runner.prompt), "context": cfg.rollout.runner.context, "torch": torch.__version__}
+    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _store_warmup(run_dir: Path, checkpoint: Path, cached: Path) -> None:
+    """Copy the warm-up checkpoint and its stats into the cache, atomically (temporary dir, then rename)."""
+    tmp = cached.parent / f".tmp-{cached.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy(run_dir / "sft.json", tmp / "sft.json")
+    shutil.copytree(checkpoint, tmp / "sft")
+    if cached.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.rename(tmp, cached)
+
+
+def _train_warmup(cfg: TrainConfig, console: Any = None) -> Path:
+    run_dir = Path(cfg.out_dir) / cfg.name
     sft = cfg.warmup.sft
     path = resolve_model(cfg.model)
     tokenizer, model = load_tokenizer(path), load_model(path)
@@ -55,10 +100,19 @@ def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
 
 
 def _evaluate(state: Any, name: str, episodes: int, console: Any) -> dict:
+    """`eval_<name>.json` (at `eval.temperature`), and `eval_<name>_sampled.json` (T = 1) when `eval.sampled`."""
+    rep = _evaluate_one(state, name, episodes, console, None)
+    if state.cfg.eval.sampled:
+        _evaluate_one(state, f"{name}_sampled", episodes, console, 1.0)
+    return rep
+
+
+def _evaluate_one(state: Any, name: str, episodes: int, console: Any, temperature: float | None) -> dict:
     log, t0 = IterationLog(), time.perf_counter()
     with console.status(f"evaluating ({name}) on {episodes} held-out episodes ...") if console else nullcontext():
-        rep = evaluate_policy(state, episodes, log, prefix=name)
+        rep = evaluate_policy(state, episodes, log, prefix=name, temperature=temperature)
     rep["seconds"] = round(time.perf_counter() - t0, 2)
+    rep["temperature"] = state.cfg.eval.temperature if temperature is None else temperature
     if state.dp is not None and not state.dp.is_main:
         return rep
     (state.run_dir / f"eval_{name}.json").write_bytes(orjson.dumps(rep, option=orjson.OPT_INDENT_2))
@@ -97,7 +151,8 @@ def check_splits(cfg: TrainConfig) -> None:
     """Every split the run draws tasks from holds as many as it asks for (a `SplitSizeError` otherwise)."""
     e, d = cfg.eval, cfg.warmup.sft.data
     warmup = cfg.warmup.enabled and d.source == "gold"
-    check_task_counts((cfg.env.id, cfg.env.train_split, cfg.env.train_tasks, 0),
+    check_task_counts((cfg.env.id, cfg.env.train_split, cfg.env.train_tasks or (1 if cfg.env.train_start else 0),
+                       cfg.env.train_start),
                       (d.env, d.split, d.tasks if warmup else 0, d.start),
                       (cfg.env.id, e.split, max(e.final_episodes, e.episodes if e.every else 0), 0))
 

@@ -282,8 +282,10 @@ def sync_weights(state: TrainState) -> None:
     state.engine.update_weights(merged_state_dict(state.model, full_state_dict(state.model, state.dp, every_rank=True)))
 
 
-def evaluate_policy(state: TrainState, episodes: int, log: IterationLog, prefix: str = "eval") -> dict:
-    """Greedy held-out episodes with the current weights (through the rollout engine)."""
+def evaluate_policy(state: TrainState, episodes: int, log: IterationLog, prefix: str = "eval", split: str = "",
+                    temperature: float | None = None) -> dict:
+    """Held-out episodes with the current weights (through the rollout engine): `split` (default
+    `eval.split`) at `temperature` (default `eval.temperature`; 0 = greedy)."""
     import dataclasses
 
     from ..envs.registry import make_tasks
@@ -291,17 +293,28 @@ def evaluate_policy(state: TrainState, episodes: int, log: IterationLog, prefix:
     from ..rollout.evaluate import evaluate_groups
 
     e = state.cfg.eval
-    tasks = make_tasks(state.cfg.env.id, e.split, n=episodes)
+    split = split or e.split
+    temperature = e.temperature if temperature is None else temperature
+    tasks = make_tasks(state.cfg.env.id, split, n=episodes)
     rcfg = dataclasses.replace(_runner_cfg(state), sampling=dataclasses.replace(state.cfg.rollout.runner.sampling,
-                                                                                temperature=e.temperature))
+                                                                                temperature=temperature))
     groups = evaluate_groups(state.engine, state.tokenizer, state.pool, tasks, rcfg, state.cfg.rollout.group.strategy,
                              seed=state.cfg.seed + 7)
-    rep = summarize([t for g in groups for t in g.flat], tasks[0].env, e.split, prefix)
+    rep = summarize([t for g in groups for t in g.flat], tasks[0].env, split, prefix)
     log.metrics.update({f"{prefix}/success": rep.success.value, f"{prefix}/success_low": rep.success.low,
                         f"{prefix}/success_high": rep.success.high, f"{prefix}/wins": rep.wins,
                         f"{prefix}/episodes": rep.episodes, f"{prefix}/mean_steps": rep.mean_steps,
                         f"{prefix}/invalid": rep.invalid_rate})
     return rep.as_dict()
+
+
+def periodic_eval(state: TrainState, log: IterationLog) -> None:
+    """The in-training evaluation on `eval.every_split`: greedy (`eval/*`), and sampled at T = 1
+    (`eval_sampled/*`) when `eval.sampled`."""
+    e = state.cfg.eval
+    evaluate_policy(state, e.episodes, log, "eval", e.every_split)
+    if e.sampled:
+        evaluate_policy(state, e.episodes, log, "eval_sampled", e.every_split, temperature=1.0)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -325,7 +338,7 @@ def run_iteration(state: TrainState) -> dict[str, float]:
         log.timed("store", write_groups, state.run_dir, state.iteration, groups)
     e = state.cfg.eval
     if e.every and (state.iteration + 1) % e.every == 0:
-        log.timed("eval", evaluate_policy, state, e.episodes, log)
+        log.timed("eval", periodic_eval, state, log)
     log.metrics["time/iteration"] = time.perf_counter() - t0
     tokens = log.metrics.get("rollout/response_tokens", 0)
     log.metrics["throughput/response_tokens_per_s"] = tokens / max(1e-9, log.metrics["time/rollout"])

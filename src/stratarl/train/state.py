@@ -203,7 +203,7 @@ def build_state(cfg: TrainConfig, model_path: Path | None = None, resume: dict |
         distributed.wrap(dp, policy_step(model, critic))
     optimizer, scheduler = _optimizer(cfg, model, critic)
     main = dp is None or dp.is_main
-    tasks = make_tasks(cfg.env.id, cfg.env.train_split, n=cfg.env.train_tasks or None)
+    tasks = make_tasks(cfg.env.id, cfg.env.train_split, n=cfg.env.train_tasks or None, start=cfg.env.train_start)
     state = TrainState(
         cfg=cfg, run_dir=run_dir, model=model, tokenizer=tokenizer,
         engine=make_rollout_engine(cfg, path, tokenizer),
