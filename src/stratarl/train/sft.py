@@ -94,7 +94,8 @@ class SFTConfig:
     grad_clip: float = 1.0
     """Gradient-norm clip."""
     mask_observations: bool = True
-    """`messages` data: train on assistant turns only (True) or on observations too (False)."""
+    """Train on the model's turns only (True) or on the observations after its first turn too (False:
+    AutoCoA stage 3's implicit world model; every observation is then a copy example)."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast."""
     workers: int | None = None
@@ -179,14 +180,26 @@ def load_rows(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> tuple[list[Sample], 
     src = cfg.data.source
     if src == "gold":
         trajs = gold_trajectories(cfg, tokenizer, rcfg)
-        return pack_samples(trajectory_rows(trajs)), trajs
+        return _observations(pack_samples(trajectory_rows(trajs)), cfg), trajs
     path = Path(cfg.data.path)
     if not path.is_file():
         raise UserError(f"SFT data file not found: {path}")
     if src == "messages":
         return message_rows(path, tokenizer, cfg.mask_observations), []
     trajs = [from_dict(Trajectory, orjson.loads(ln)) for ln in path.read_bytes().splitlines() if ln.strip()]
-    return pack_samples(trajectory_rows(trajs)), trajs
+    return _observations(pack_samples(trajectory_rows(trajs)), cfg), trajs
+
+
+def _observations(rows: list[Sample], cfg: SFTConfig) -> list[Sample]:
+    """With `mask_observations` off, every token after a row's first trained token is trained: the
+    observations (and turn markup) between the model's turns of a packed chat row."""
+    if cfg.mask_observations:
+        return rows
+    for r in rows:
+        if 1 in r.loss_mask:
+            first = r.loss_mask.index(1)
+            r.loss_mask = [0] * first + [1] * (len(r.loss_mask) - first)
+    return rows
 
 
 # -- training --------------------------------------------------------------------------------------

@@ -1,0 +1,30 @@
+"""SFT rows from gold episodes: packed chat rows, and observation tokens in the loss on request."""
+
+from stratarl.agent.prompts import PromptConfig
+from stratarl.rollout.runner import RunnerConfig
+from stratarl.train.sft import SFTConfig, SFTDataConfig, load_rows
+
+ENV = "twx:cookingworld?numLocations=1&numIngredients=1&numDistractorItems=0"
+
+
+def _rows(tiny_tokenizer, mask_observations: bool):
+    prompt = PromptConfig(mode="chat")
+    cfg = SFTConfig(data=SFTDataConfig(env=ENV, tasks=2), prompt=prompt, mask_observations=mask_observations)
+    rows, trajs = load_rows(cfg, tiny_tokenizer, RunnerConfig(max_steps=60, prompt=prompt, context=4096))
+    return rows, trajs
+
+
+def test_observations_enter_the_loss_after_the_first_action_only(tiny_tokenizer):
+    actions, trajs = _rows(tiny_tokenizer, True)
+    world, _ = _rows(tiny_tokenizer, False)
+    assert len(actions) == len(world) == len(trajs) == 2  # one packed row per episode
+    for a, w, t in zip(actions, world, trajs, strict=True):
+        assert a.input_ids == w.input_ids
+        first = a.loss_mask.index(1)
+        assert first == len(t.steps[0].prompt_ids)  # the task and first observation stay out of the loss
+        assert w.loss_mask == [0] * first + [1] * (len(w.loss_mask) - first)
+        assert sum(a.loss_mask) == sum(len(s.response_ids) for s in t.steps)
+        recipe = next(s.observation for s in t.steps if s.action == "read cookbook")
+        trained = tiny_tokenizer.decode([i for i, m in zip(w.input_ids, w.loss_mask, strict=True) if m])
+        assert recipe.strip() in trained and recipe.strip() not in tiny_tokenizer.decode(
+            [i for i, m in zip(a.input_ids, a.loss_mask, strict=True) if m])
