@@ -30,3 +30,12 @@ def test_plain_logprobs_equal_the_trainers_at_trained_positions(tiny_path, tiny_
 def test_unknown_model_is_named():
     with pytest.raises(UnknownNameError, match="tiny2"):
         train_config(TrainBenchConfig(model="tiny2"))
+
+
+def test_fitted_exponent_reads_linear_and_quadratic_growth():
+    from stratarl.bench.train import fitted_exponent
+
+    assert abs(fitted_exponent([16, 32, 64], [3.0, 6.0, 12.0]) - 1.0) < 1e-12
+    assert abs(fitted_exponent([7, 14, 28], [49.0, 196.0, 784.0]) - 2.0) < 1e-12
+    # 2 s fixed + 0.1 s per episode: between the two, closer to linear at the top end
+    assert 0.4 < fitted_exponent([16, 32, 64], [3.6, 5.2, 8.4]) < 0.8

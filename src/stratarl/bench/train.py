@@ -55,6 +55,10 @@ class TrainBenchConfig:
     """Where the run directory goes."""
     overrides: list[str] = field(default_factory=list)
     """Extra dotted overrides of the config."""
+    scaling: bool = False
+    """Also time iterations at 16 / 32 / 64 episodes and horizons 7 / 14 / 28 (fitted exponents)."""
+    rss_iterations: int = 0
+    """Also run this many iterations and record the resident memory after each (0 skips)."""
 
 
 def train_config(cfg: TrainBenchConfig) -> Any:
@@ -72,6 +76,74 @@ def train_config(cfg: TrainBenchConfig) -> Any:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident memory now (MB)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def fitted_exponent(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y on log x: time ∝ x^slope."""
+    import math
+
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+def _median_iteration(cfg: TrainBenchConfig, extra: list[str], iterations: int) -> float:
+    from ..train import rl
+    from ..train.state import build_state, close
+
+    state = build_state(train_config(dataclasses.replace(cfg, overrides=[*cfg.overrides, *extra])))
+    try:
+        times = []
+        for _ in range(iterations):
+            times.append(rl.run_iteration(state)["time/iteration"])
+            state.iteration += 1
+    finally:
+        close(state)
+    return statistics.median(times)
+
+
+def time_scaling(cfg: TrainBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Median iteration time against episodes per iteration (tasks × group size) and against the horizon."""
+    tcfg = train_config(cfg)
+    g = tcfg.rollout.group
+    per_task = (g.n_strategies if g.strategy else 1) * g.n_rollouts
+    out: dict[str, Any] = {}
+    for name, values, key in (("episodes", (16, 32, 64), "env.tasks_per_iteration"),
+                              ("horizon", (7, 14, 28), "rollout.horizon.max_steps")):
+        times = []
+        for v in values:
+            setting = max(1, v // per_task) if name == "episodes" else v
+            times.append(_median_iteration(cfg, [f"{key}={setting}"], max(1, cfg.iterations)))
+            log(f"scaling: {name} {v}: {times[-1]:.1f} s per iteration")
+        out[name] = {"values": list(values), "iteration_s": times, "exponent": fitted_exponent(list(values), times)}
+    return out
+
+
+def time_rss(cfg: TrainBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Resident memory after each of `rss_iterations` iterations: flat after the first few, or a leak."""
+    from ..train import rl
+    from ..train.state import build_state, close
+
+    state = build_state(train_config(cfg))
+    mb = []
+    try:
+        for i in range(cfg.rss_iterations):
+            rl.run_iteration(state)
+            state.iteration += 1
+            mb.append(round(rss_mb(), 1))
+            log(f"rss: iteration {i + 1}/{cfg.rss_iterations}: {mb[-1]:.0f} MB")
+    finally:
+        close(state)
+    settled = mb[min(4, len(mb) - 1):]
+    return {"rss_mb": mb, "growth_after_5_mb": settled[-1] - settled[0] if settled else 0.0}
 
 
 # -- the plain baseline ----------------------------------------------------------------------------
@@ -202,7 +274,12 @@ def run_train_bench(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -
         n_params = sum(p.numel() for p in state.model.parameters())
     finally:
         close(state)
-    return summarize(cfg, tcfg, roof, iters, upd, sft, n_params)
+    res = summarize(cfg, tcfg, roof, iters, upd, sft, n_params)
+    if cfg.scaling:
+        res["scaling"] = time_scaling(cfg, log)
+    if cfg.rss_iterations:
+        res["rss"] = time_rss(cfg, log)
+    return res
 
 
 def summarize(cfg: TrainBenchConfig, tcfg: Any, roof: dict[str, float], iters: list[dict], upd: dict, sft: dict,
@@ -248,5 +325,11 @@ def print_results(res: dict[str, Any], as_json: bool, console: Any) -> None:
     table.add_row(f"SFT, {s['steps']} steps", f"{s['trainer_tokens_per_s']:.0f} tok/s", f"{s['baseline_tokens_per_s']:.0f} tok/s",
                   f"{res['sft_vs_baseline']:.2f}x")
     console.print(table)
+    for name, sc in res.get("scaling", {}).items():
+        console.print(f"{name}: " + ", ".join(f"{v} -> {t:.1f} s" for v, t in zip(sc["values"], sc["iteration_s"], strict=True))
+                      + f" · time ∝ {name}^{sc['exponent']:.2f}")
+    if "rss" in res:
+        console.print(f"RSS over {len(res['rss']['rss_mb'])} iterations: {res['rss']['rss_mb'][0]:.0f} -> "
+                      f"{res['rss']['rss_mb'][-1]:.0f} MB (growth after the 5th: {res['rss']['growth_after_5_mb']:+.0f} MB)")
     console.print("stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in res["stages_s"].items() if v >= 0.01)
                   + f" · peak RSS {res['peak_rss_mb']:.0f} MB")

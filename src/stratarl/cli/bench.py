@@ -210,6 +210,8 @@ def bench_train(
     iterations: int = typer.Option(3, help="Whole RL iterations timed for the median iteration time."),
     sft_steps: int = typer.Option(8, help="Warm-up SFT steps timed on each side."),
     out_dir: str = typer.Option("runs/bench_train", help="Where the run directory goes."),
+    scaling: bool = typer.Option(False, "--scaling", help="Also time 16/32/64 episodes and horizons 7/14/28."),
+    rss_iterations: int = typer.Option(0, help="Also run this many iterations recording resident memory."),
     overrides: list[str] = typer.Argument(None, help="Dotted overrides of the config."),
 ) -> None:
     """The trainer's RL update and SFT step against a plain baseline on the rows of real iterations."""
@@ -221,6 +223,6 @@ def bench_train(
     if mode not in ("", "chat", "window"):
         raise typer.BadParameter(f"unknown prompt mode {mode!r}: chat or window", param_hint="--mode")
     cfg = TrainBenchConfig(model=model, mode=mode, iterations=iterations, sft_steps=sft_steps, out_dir=out_dir,
-                           overrides=list(overrides or []))
+                           overrides=list(overrides or []), scaling=scaling, rss_iterations=rss_iterations)
     log = (lambda m: print(m, file=sys.stderr)) if json_out else console.print
     print_results(run_train_bench(cfg, log), json_out, console)
