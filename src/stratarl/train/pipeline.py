@@ -56,13 +56,18 @@ def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
 
 def warmup_key(cfg: TrainConfig) -> str:
     """What determines the warm-up's weights: the model (its resolved directory), the SFT settings, the
-    prompt and step budget of the rows, the seed, and the torch version."""
+    prompt and step budget of the rows, the seed, the torch version, and the code that builds and trains
+    the rows (a change to it is a new key, never a stale warm-up)."""
     import hashlib
 
     import torch
 
+    root = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256(b"".join(p.read_bytes() for d in ("train", "agent", "rollout", "models")
+                                   for p in sorted((root / d).glob("*.py")))).hexdigest()
     what = {"model": str(resolve_model(cfg.model)), "sft": to_dict(cfg.warmup.sft), "seed": cfg.seed,
-            "prompt": to_dict(cfg.rollout.runner.prompt), "context": cfg.rollout.runner.context, "torch": torch.__version__}
+            "prompt": to_dict(cfg.rollout.runner.prompt), "context": cfg.rollout.runner.context,
+            "torch": torch.__version__, "code": code}
     return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
