@@ -20,6 +20,12 @@ def test_rl_tasks_after_the_warmup_tasks_fit_the_split():
         check_splits(_cfg("env.train_start=1000"))
 
 
+def test_in_training_evaluations_are_checked_against_their_own_split():
+    check_splits(_cfg("eval.every=1", "eval.every_split=dev", "eval.episodes=1000"))
+    with pytest.raises(SplitSizeError, match="1000 dev tasks; asked for 1001"):
+        check_splits(_cfg("eval.every=1", "eval.every_split=dev", "eval.episodes=1001"))
+
+
 def test_a_second_identical_warmup_comes_from_the_cache(tmp_path, monkeypatch):
     """The first run trains and stores its warm-up; a second run of the same warm-up copies it (same
     weights, same stats) without training; another SFT setting misses the cache."""

@@ -159,7 +159,8 @@ def check_splits(cfg: TrainConfig) -> None:
     check_task_counts((cfg.env.id, cfg.env.train_split, cfg.env.train_tasks or (1 if cfg.env.train_start else 0),
                        cfg.env.train_start),
                       (d.env, d.split, d.tasks if warmup else 0, d.start),
-                      (cfg.env.id, e.split, max(e.final_episodes, e.episodes if e.every else 0), 0))
+                      (cfg.env.id, e.split, e.final_episodes, 0),
+                      (cfg.env.id, e.every_split, e.episodes if e.every else 0, 0))
 
 
 def run_training(cfg: TrainConfig, resume: bool = False, console: Any = None, overwrite: bool = False) -> Path:

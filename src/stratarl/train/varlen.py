@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface
 
 NAME = "stratarl_varlen"
 
@@ -34,8 +34,13 @@ def rows_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, va
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
+def _no_mask(*args, **kwargs) -> None:
+    """The mask of a varlen pass: none (each row's attention is causal by itself)."""
+    return None
+
+
 AttentionInterface.register(NAME, rows_attention)
-AttentionMaskInterface.register(NAME, sdpa_mask)
+AttentionMaskInterface.register(NAME, _no_mask)
 
 
 def applies(backbone: nn.Module, attention_mask_BT: torch.Tensor) -> bool:
@@ -65,6 +70,6 @@ def hidden_states(backbone: nn.Module, ids_BT: torch.Tensor, attention_mask_BT: 
         cuts.append(cuts[-1] + n)
     with _implementation(backbone.config, NAME):
         packed = backbone(input_ids=ids_BT[real_BT][None], position_ids=positions_BT[real_BT][None],
-                          attention_mask={"full_attention": None}, cu_seq_lens_q=cuts).last_hidden_state[0]
+                          attention_mask=None, use_cache=False, cu_seq_lens_q=cuts).last_hidden_state[0]
     out = packed.new_zeros((*ids_BT.shape, packed.shape[-1]))
     return out.index_put(real_BT.nonzero(as_tuple=True), packed)
