@@ -31,7 +31,10 @@ def test_a_second_identical_warmup_comes_from_the_cache(tmp_path, monkeypatch):
     weights, same stats) without training; another SFT setting misses the cache."""
     from stratarl.train import pipeline
 
-    monkeypatch.setattr(pipeline, "cache_root", lambda: tmp_path / "cache")
+    from stratarl.models import cache
+
+    for module in (pipeline, cache):  # the lookup (pipeline) and the atomic store (models.cache.build_once)
+        monkeypatch.setattr(module, "cache_root", lambda: tmp_path / "cache")
     trained = []
     real = pipeline._train_warmup
     monkeypatch.setattr(pipeline, "_train_warmup", lambda cfg, console=None: trained.append(cfg.name) or real(cfg, console))

@@ -23,7 +23,7 @@ import dataclasses
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,19 +95,22 @@ def fitted_exponent(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
 
 
-def _median_iteration(cfg: TrainBenchConfig, extra: list[str], iterations: int) -> float:
+def _iterations(cfg: TrainBenchConfig, extra: list[str], n: int) -> Iterator[dict[str, float]]:
+    """The metrics of `n` RL iterations of a fresh state of the config (with `extra` overrides)."""
     from ..train import rl
     from ..train.state import build_state, close
 
     state = build_state(train_config(dataclasses.replace(cfg, overrides=[*cfg.overrides, *extra])))
     try:
-        times = []
-        for _ in range(iterations):
-            times.append(rl.run_iteration(state)["time/iteration"])
+        for _ in range(n):
+            yield rl.run_iteration(state)
             state.iteration += 1
     finally:
         close(state)
-    return statistics.median(times)
+
+
+def _median_iteration(cfg: TrainBenchConfig, extra: list[str], iterations: int) -> float:
+    return statistics.median(m["time/iteration"] for m in _iterations(cfg, extra, iterations))
 
 
 def time_scaling(cfg: TrainBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
@@ -129,19 +132,10 @@ def time_scaling(cfg: TrainBenchConfig, log: Callable[[str], None]) -> dict[str,
 
 def time_rss(cfg: TrainBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """Resident memory after each of `rss_iterations` iterations: flat after the first few, or a leak."""
-    from ..train import rl
-    from ..train.state import build_state, close
-
-    state = build_state(train_config(cfg))
     mb = []
-    try:
-        for i in range(cfg.rss_iterations):
-            rl.run_iteration(state)
-            state.iteration += 1
-            mb.append(round(rss_mb(), 1))
-            log(f"rss: iteration {i + 1}/{cfg.rss_iterations}: {mb[-1]:.0f} MB")
-    finally:
-        close(state)
+    for i, _ in enumerate(_iterations(cfg, [], cfg.rss_iterations)):
+        mb.append(round(rss_mb(), 1))
+        log(f"rss: iteration {i + 1}/{cfg.rss_iterations}: {mb[-1]:.0f} MB")
     settled = mb[min(4, len(mb) - 1):]
     return {"rss_mb": mb, "growth_after_5_mb": settled[-1] - settled[0] if settled else 0.0}
 

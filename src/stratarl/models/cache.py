@@ -12,11 +12,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("STRATARL_CACHE", Path.home() / ".cache" / "stratarl")).expanduser()
 
 
-def build_once(name: str, build: Callable[[Path], None]) -> Path:
-    """`cache_root()/models/<name>`, built by `build(tmp_dir)` into a temporary directory and renamed
-    into place, so an interrupted build never leaves a half-written model behind."""
-    final = cache_root() / "models" / name
-    if (final / "config.json").is_file():
+def build_once(name: str, build: Callable[[Path], None], kind: str = "models", marker: str = "config.json") -> Path:
+    """`cache_root()/<kind>/<name>`, built by `build(tmp_dir)` into a temporary directory and renamed
+    into place, so an interrupted build never leaves a half-written entry behind; an entry holding
+    `marker` is complete and returned as it is."""
+    final = cache_root() / kind / name
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{name}-{os.getpid()}"

@@ -49,21 +49,14 @@ def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, 
     format the policy was trained with (`agent.json`)."""
     if name == LAST:
         raise ValueError(f"'{LAST}' names the pointer to the newest checkpoint, not a checkpoint")
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    root, tmp = _staging(run_dir, name)
     save_policy(model, tmp, weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(state, tmp / STATE_FILE)
     if agent is not None:
         write_format(tmp, agent)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _point_last(root, name)
+    final = _install(root, name, tmp)
     if keep:
         _prune(root, keep)
     return final
@@ -72,11 +65,23 @@ def save_checkpoint(run_dir: str | Path, name: str, model: Any, tokenizer: Any, 
 def copy_checkpoint(source: Path, run_dir: str | Path, name: str) -> Path:
     """A copy of checkpoint directory `source` as `run_dir/checkpoints/<name>`, written atomically like
     `save_checkpoint`, and `last` pointed at it."""
+    root, tmp = _staging(run_dir, name)
+    shutil.copytree(source, tmp)
+    return _install(root, name, tmp)
+
+
+def _staging(run_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """(`run_dir/checkpoints`, a fresh temporary path beside it where checkpoint `name` is written)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
+    return root, tmp
+
+
+def _install(root: Path, name: str, tmp: Path) -> Path:
+    """Rename the finished `tmp` into `root/<name>` (replacing an older one) and point `last` at it."""
+    final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)

@@ -9,7 +9,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -23,7 +22,7 @@ from ..config import to_dict
 from ..envs.registry import check_task_counts
 from ..errors import UserError
 from ..models import load_model, load_tokenizer, resolve_model
-from ..models.cache import cache_root
+from ..models.cache import build_once, cache_root
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -40,18 +39,28 @@ def warmup_sft(cfg: TrainConfig, console: Any = None) -> Path:
     existing = run_dir / "checkpoints" / "sft"
     if (existing / "config.json").is_file():
         return existing
-    cached = cache_root() / "warmups" / warmup_key(cfg)
-    if cfg.warmup.cache and (cached / "sft" / "config.json").is_file():
+    if not cfg.warmup.cache:
+        return _train_warmup(cfg, console)
+    key = warmup_key(cfg)
+    cached = cache_root() / "warmups" / key
+    if (cached / WARMUP_MARKER).is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(cached / "sft.json", run_dir / "sft.json")
-        out = ckpt.copy_checkpoint(cached / "sft", run_dir, "sft")
         if console:
             console.print(f"[bold]warm-up SFT[/]: reused from the cache ({cached})")
-        return out
+        return ckpt.copy_checkpoint(cached / "sft", run_dir, "sft")
     out = _train_warmup(cfg, console)
-    if cfg.warmup.cache:
-        _store_warmup(run_dir, out, cached)
+    build_once(key, lambda tmp: _copy_warmup(run_dir, out, tmp), kind="warmups", marker=WARMUP_MARKER)
     return out
+
+
+WARMUP_MARKER = "sft/config.json"
+"""A complete warm-up cache entry holds its checkpoint (`sft/`) and its stats (`sft.json`)."""
+
+
+def _copy_warmup(run_dir: Path, checkpoint: Path, into: Path) -> None:
+    shutil.copy(run_dir / "sft.json", into / "sft.json")
+    shutil.copytree(checkpoint, into / "sft")
 
 
 def warmup_key(cfg: TrainConfig) -> str:
@@ -69,19 +78,6 @@ def warmup_key(cfg: TrainConfig) -> str:
             "prompt": to_dict(cfg.rollout.runner.prompt), "context": cfg.rollout.runner.context,
             "torch": torch.__version__, "code": code}
     return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-
-
-def _store_warmup(run_dir: Path, checkpoint: Path, cached: Path) -> None:
-    """Copy the warm-up checkpoint and its stats into the cache, atomically (temporary dir, then rename)."""
-    tmp = cached.parent / f".tmp-{cached.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy(run_dir / "sft.json", tmp / "sft.json")
-    shutil.copytree(checkpoint, tmp / "sft")
-    if cached.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.rename(tmp, cached)
 
 
 def _train_warmup(cfg: TrainConfig, console: Any = None) -> Path:
