@@ -48,3 +48,16 @@ def test_varlen_applies_only_where_there_is_padding_to_skip(tiny_path):
     assert varlen.applies(backbone, torch.tensor([[1, 1, 0], [1, 1, 1]]))
     assert not varlen.applies(backbone, torch.tensor([[1, 1, 1], [1, 1, 1]]))
     assert not varlen.applies(backbone, torch.tensor([[1, 1, 0]]))
+
+
+def test_short_bf16_rows_attend_in_fp32():
+    """A row up to SHORT_ROW tokens in bf16 is attended in fp32 and rounded once: within bf16 rounding
+    (unit roundoff 2^-8, relative) of the fp64 attention, plus fp32 accumulation (< 1e-5 of the largest value)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 40, 16, generator=gen, dtype=torch.float64) for _ in range(3))
+    exact_inputs = [t.to(torch.bfloat16).to(torch.float64) for t in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*exact_inputs, is_causal=True)
+    out = varlen._causal(*(t.to(torch.bfloat16) for t in (q, k, v)), None)
+    assert out.dtype == torch.bfloat16
+    err = (out.to(torch.float64) - ref).abs()
+    assert bool((err <= 2.0 ** -8 * ref.abs() + 1e-5 * float(ref.abs().max())).all())

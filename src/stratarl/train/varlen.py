@@ -27,11 +27,27 @@ def rows_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, va
                    **kwargs) -> tuple[torch.Tensor, None]:
     """Causal attention of each row of a packed [1, H, N, D] sequence, rows cut at `cu_seq_lens_q`."""
     cuts = kwargs["cu_seq_lens_q"]
+    lengths = [b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    outs = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                           scale=scaling) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    # split, not a slice per row: the backward of one split is one concatenation, while each slice's
+    # backward writes its gradient into a zero tensor of the whole sequence (rows x sequence traffic)
+    rows = zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2), strict=True)
+    outs = [_causal(q, k, v, scaling) for q, k, v in rows]
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+SHORT_ROW = 512
+"""Rows up to this length attend in fp32 when the pass runs in bf16: the CPU flash kernel's bf16 backward
+costs 2.6 ms for a 150-token row (6 heads of 32) and its fp32 one 0.6 ms; at 1,500 tokens the two cost
+the same (docs/performance.md)."""
+
+
+def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    if q.dtype == torch.bfloat16 and q.shape[2] <= SHORT_ROW:
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scaling)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
 
 
 def _no_mask(*args, **kwargs) -> None:
