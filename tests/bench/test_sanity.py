@@ -14,7 +14,8 @@ from stratarl.errors import UnknownNameError
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "sanity.yaml")
 ITERATIONS = 10
 RISE = 0.2
-"""Required rise of the mean success of the last 3 iterations over the first iteration's. The same 8
+"""Required rise, within ITERATIONS, of the mean success of the last 3 iterations over the first
+iteration's (the run stops as soon as it holds). The same 8
 tasks every iteration (64 episodes), so the curve is learning, not which tasks were drawn: without
 learning the rise is 0 ± ~0.04 (binomial s.e. of a 3-iteration mean at p ≈ 0.08); measured with
 learning on the Intel/AMX machine: GRPO +0.30, StraTA +0.3 (docs/sanity.md)."""
@@ -26,7 +27,7 @@ subtracted from the normalised advantage: `bench.sanity.ESTIMATORS`)."""
 
 @pytest.fixture(scope="module")
 def rung(tmp_path_factory):
-    cfg = SanityBenchConfig(config=CONFIG, max_iterations=ITERATIONS, target=1.01, gain=1.01,
+    cfg = SanityBenchConfig(config=CONFIG, max_iterations=ITERATIONS, target=1.01, gain=RISE,
                             out_dir=str(tmp_path_factory.mktemp("sanity")), overrides=FIXED)
     return cfg, warm_checkpoint(cfg)
 
@@ -36,8 +37,7 @@ def test_rl_raises_success_on_rung_one(rung, estimator):
     base, start = rung
     cfg = dataclasses.replace(base, overrides=FIXED + VARIANT[estimator])
     res = run_estimator(cfg, estimator, start)
-    assert res.iterations == ITERATIONS  # target and gain above 1: the whole budget runs
-    assert res.end - res.start >= RISE, f"{estimator}: success {res.curve} did not rise by {RISE}"
+    assert res.passed and res.end - res.start >= RISE, f"{estimator}: success {res.curve} did not rise by {RISE}"
 
 
 def test_unknown_estimator_names_the_choices():

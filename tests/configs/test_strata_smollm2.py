@@ -18,9 +18,13 @@ SHRINK = [
 ]
 
 
-def test_strata_smollm2_config_runs_one_tiny_iteration(tmp_path, smollm2_path):
-    cfg = load_config(TrainConfig, "configs/strata_smollm2.yaml", [*SHRINK, f"out_dir={tmp_path}"])
-    assert cfg.model == "smollm2-135m" and cfg.strategy.judge.kind == "policy"
+@pytest.mark.parametrize("model", ["tiny", pytest.param("smollm2-135m", marks=pytest.mark.slow)])
+def test_strata_smollm2_config_runs_one_tiny_iteration(tmp_path, request, model):
+    """With SmolLM2 itself under `make test-slow` (~45 s); `make test` runs the same config on the tiny model."""
+    if model != "tiny":
+        request.getfixturevalue("smollm2_path")
+    cfg = load_config(TrainConfig, "configs/strata_smollm2.yaml", [*SHRINK, f"out_dir={tmp_path}", f"model={model}"])
+    assert cfg.model == model and cfg.strategy.judge.kind == "policy"
     assert cfg.strategy.diversity.embedder == "policy" and cfg.algo.estimator == "strata"
     run = run_training(cfg)
     (row,) = read_metrics(run)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from stratarl.errors import UserError
 from stratarl.models import TAG_TOKENS, TinyConfig, resolve_model
-from stratarl.models.tiny import build_tiny
+from stratarl.models.tiny import build_tiny, corpus
 
 
 def test_tiny_is_a_small_qwen2_with_chat_template(tiny_path, tiny_tokenizer):
@@ -44,16 +44,17 @@ def test_tiny_tokenizer_normalizes_to_nfc(tiny_tokenizer):
 def test_tiny_build_is_deterministic(tmp_path):
     cfg = TinyConfig(corpus_tasks=5, num_layers=1, hidden_size=64, num_heads=2, num_kv_heads=1,
                      intermediate_size=128, vocab_size=1024)
+    texts = corpus(cfg)  # the first build collects its own corpus; the other two reuse this one
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     build_tiny(cfg, a)
-    build_tiny(cfg, b)
+    build_tiny(cfg, b, texts)
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     c = tmp_path / "c"
     c.mkdir()
-    build_tiny(TinyConfig(**{**cfg.__dict__, "seed": 1}), c)
+    build_tiny(TinyConfig(**{**cfg.__dict__, "seed": 1}), c, texts)
     assert not torch.equal(load_file(c / "model.safetensors")["model.embed_tokens.weight"], wa["model.embed_tokens.weight"])
 
 

@@ -29,9 +29,8 @@ def test_in_training_evaluations_are_checked_against_their_own_split():
 def test_a_second_identical_warmup_comes_from_the_cache(tmp_path, monkeypatch):
     """The first run trains and stores its warm-up; a second run of the same warm-up copies it (same
     weights, same stats) without training; another SFT setting misses the cache."""
-    from stratarl.train import pipeline
-
     from stratarl.models import cache
+    from stratarl.train import pipeline
 
     for module in (pipeline, cache):  # the lookup (pipeline) and the atomic store (models.cache.build_once)
         monkeypatch.setattr(module, "cache_root", lambda: tmp_path / "cache")

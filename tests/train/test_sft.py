@@ -1,4 +1,4 @@
-"""SFT rows from gold episodes: packed chat rows, and observation tokens in the loss on request."""
+"""SFT rows from gold episodes: packed chat rows, observation tokens in the loss on request, detours."""
 
 from stratarl.agent.prompts import PromptConfig
 from stratarl.rollout.runner import RunnerConfig
@@ -28,3 +28,26 @@ def test_observations_enter_the_loss_after_the_first_action_only(tiny_tokenizer)
         trained = tiny_tokenizer.decode([i for i, m in zip(w.input_ids, w.loss_mask, strict=True) if m])
         assert recipe.strip() in trained and recipe.strip() not in tiny_tokenizer.decode(
             [i for i, m in zip(a.input_ids, a.loss_mask, strict=True) if m])
+
+
+def test_detours_are_refused_shown_and_not_trained(tiny_tokenizer):
+    """`data.detours`: wrong actions the env refuses appear in the conversation as the runtime shows them
+    (invalid, then "Your last action was not valid."), never twice in a row, are not trained, and leave
+    the gold path winning with the same trained tokens as without them."""
+    prompt = PromptConfig(mode="chat")
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    plain, plain_trajs = load_rows(SFTConfig(data=SFTDataConfig(env=ENV, tasks=4), prompt=prompt), tiny_tokenizer, rcfg)
+    rows, trajs = load_rows(SFTConfig(data=SFTDataConfig(env=ENV, tasks=4, detours=0.5), prompt=prompt),
+                            tiny_tokenizer, rcfg)
+    wrong = [(t, i) for t in trajs for i, s in enumerate(t.steps) if not s.valid]
+    assert wrong and all(t.won for t in trajs)
+    for t, p in zip(trajs, plain_trajs, strict=True):
+        assert [s.action for s in t.steps if s.valid] == [s.action for s in p.steps]
+    for t, i in wrong:
+        s = t.steps[i]
+        assert s.observation == f"Invalid action: '{s.action}' is not admissible. Nothing happened."
+        assert t.steps[i + 1].valid  # the gold action follows
+        nxt = tiny_tokenizer.decode(t.steps[i + 1].prompt_ids[len(s.prompt_ids) + len(s.response_ids):])
+        assert "Your last action was not valid." in nxt
+    trained = [tiny_tokenizer.decode([i for i, m in zip(r.input_ids, r.loss_mask, strict=True) if m]) for r in rows]
+    assert trained == [tiny_tokenizer.decode([i for i, m in zip(r.input_ids, r.loss_mask, strict=True) if m]) for r in plain]

@@ -95,9 +95,14 @@ def bench_envs(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     steps: int = typer.Option(600, help="Env steps per measurement."),
     workers: int = typer.Option(2, help="Pool workers for the parallel measurement."),
+    families: str = typer.Option("twx,sciworld", help="Comma-separated families to measure (twx, sciworld)."),
 ) -> None:
     """Env steps/s per family, directly and through the EnvPool, with the pool overhead as a ratio."""
-    from ..bench.envs import print_results, run_env_bench
+    from ..bench.envs import WORKLOADS, print_results, run_env_bench
+    from ..errors import lookup
 
-    results = run_env_bench(steps=steps, workers=workers)
+    chosen = tuple(f.strip() for f in families.split(",") if f.strip())
+    for f in chosen:
+        lookup("benchmark family", f, WORKLOADS)
+    results = run_env_bench(steps=steps, workers=workers, families=chosen)
     print_results(results, json_out, console)

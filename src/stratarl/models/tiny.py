@@ -102,12 +102,13 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def build_tiny(cfg: TinyConfig, out: Path) -> None:
-    """Write the tokenizer and a freshly initialised model (seeded) to `out`."""
+def build_tiny(cfg: TinyConfig, out: Path, texts: list[str] | None = None) -> None:
+    """Write the tokenizer and a freshly initialised model (seeded) to `out` (`texts`: the tokenizer's
+    corpus when already collected, else `corpus(cfg)`)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = train_tokenizer(corpus(cfg), cfg.vocab_size)
+    tokenizer = train_tokenizer(corpus(cfg) if texts is None else texts, cfg.vocab_size)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
