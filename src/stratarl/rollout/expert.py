@@ -6,6 +6,12 @@ the ids the policy is fed at RL and evaluation time. The response is the expert'
 agent's tags, ending where generation stops (`</action>`, `</strategy>`) — no text is re-tokenized
 later: the rows carry these ids.
 
+Detours (`detours` > 0): before a gold action, with that probability, the replay first takes a wrong
+action the env would refuse — an earlier or later action of the same gold path that is not admissible
+now — recorded as the runtime records it (invalid, the env not stepped, the next prompt saying so), and
+not trained (`train.sft.trajectory_rows` trains valid steps only). The rows then show what to do after an
+invalid action, which gold paths alone never do: a policy that never saw one repeats it.
+
 Warm-up strategies (StraTA) may use only what the agent knows at the first step — the task text and
 the first observation — never the gold path: `warmup_strategy` builds them from those two texts.
 """
@@ -17,10 +23,11 @@ import re
 from typing import Any
 
 from ..agent.memory import Budget, fit_step_prompt, remember
+from ..agent.parse import match_admissible
 from ..agent.prompts import PromptConfig, StepView, render, step_prime, strategy_messages
 from ..envs.pool import EnvPool
 from ..types import Step, Task, Trajectory, Turn
-from .runner import RunnerConfig, family_of
+from .runner import INVALID_OBSERVATION, RunnerConfig, family_of
 
 _EXITS = re.compile(r"To the (North|South|East|West) you see (?:the |a )?([\w ]+?)\.", re.IGNORECASE)
 _ITEMS = re.compile(r"\b(knife|cookbook|coin|map|box|book)\b", re.IGNORECASE)
@@ -53,8 +60,10 @@ def _tokens(tokenizer: Any, text: str) -> list[int]:
 
 
 def expert_episodes(tokenizer: Any, pool: EnvPool, tasks: list[Task], plans: list[list[str]], rcfg: RunnerConfig,
-                    strategies: list[str | None] | None = None) -> list[Trajectory]:
-    """Replay `plans[i]` on `tasks[i]` through the agent's prompts; one Trajectory per task."""
+                    strategies: list[str | None] | None = None, detours: float = 0.0,
+                    rng: random.Random | None = None) -> list[Trajectory]:
+    """Replay `plans[i]` on `tasks[i]` through the agent's prompts; one Trajectory per task (with
+    `detours`, refused wrong actions drawn from `rng` before some gold actions: module docstring)."""
     strategies = strategies or [None] * len(tasks)
     replies = pool.reset(tasks)
     trajs, live = [], []
@@ -68,9 +77,19 @@ def expert_episodes(tokenizer: Any, pool: EnvPool, tasks: list[Task], plans: lis
         trajs.append(traj)
         if not reply.error:
             live.append((reply.episode, traj, view, list(plan)))
-    _replay(tokenizer, pool, live, rcfg)
+    _replay(tokenizer, pool, live, rcfg, detours, rng or random.Random(0))
     pool.release(r.episode for r in replies)
     return trajs
+
+
+def _detour(traj: Trajectory, view: StepView, plan: list[str], rng: random.Random) -> str | None:
+    """A wrong action for this step: a gold action of this episode, taken or still to come, that is not
+    admissible now (so the env state is untouched); None right after another detour or when there is none."""
+    if not view.admissible or (traj.steps and not traj.steps[-1].valid):
+        return None
+    taken = [s.action for s in traj.steps if s.valid]
+    wrong = sorted({a for a in taken + plan[1:] if match_admissible(a, view.admissible) is None})
+    return rng.choice(wrong) if wrong else None
 
 
 def _strategy_turn(tokenizer: Any, view: StepView, cfg: PromptConfig) -> Turn:
@@ -80,7 +99,8 @@ def _strategy_turn(tokenizer: Any, view: StepView, cfg: PromptConfig) -> Turn:
     return Turn(prompt_ids=prompt, response_ids=ids, logprobs=[0.0] * len(ids), text=text)
 
 
-def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig) -> None:
+def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig, detours: float,
+            rng: random.Random) -> None:
     budget = Budget(rcfg.context, rcfg.sampling.max_tokens)
     prime = step_prime(rcfg.prompt)
     while live := [x for x in live if x[3] and len(x[1].steps) < rcfg.max_steps and not x[1].won]:
@@ -91,12 +111,17 @@ def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig) -> No
                 traj.termination = "context_overflow"
                 plan.clear()
                 continue
-            action = plan.pop(0)
+            wrong = _detour(traj, view, plan, rng) if detours and rng.random() < detours else None
+            action = wrong or plan.pop(0)
             text = f"<action>{action}</action>"[len(prime):]
             ids = _tokens(tokenizer, text)
             traj.steps.append(Step(prompt_ids=prompt, response_ids=ids, logprobs=[0.0] * len(ids), text=text,
-                                   action=action, anchor=view.observation))
-            batch.append((episode, traj, view, action))
+                                   action=action, anchor=view.observation, valid=wrong is None))
+            if wrong is None:
+                batch.append((episode, traj, view, action))
+                continue
+            traj.steps[-1].observation = INVALID_OBSERVATION.format(why=f"'{wrong}' is not admissible")
+            remember(view, wrong, False, view.observation, None, prompt, ids)
         for (_, traj, view, action), r in zip(batch, pool.step([(b[0], b[3]) for b in batch]), strict=True):
             step = traj.steps[-1]
             step.observation, step.reward, step.done = r.observation, r.reward, r.done

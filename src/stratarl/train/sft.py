@@ -57,6 +57,10 @@ class SFTDataConfig:
     """`gold`: the expert's actions; `random`: as many uniformly random admissible actions (seeded) —
     rows that teach the reply format and the action vocabulary but not which action helps, so that RL
     starts near chance (the learning-sanity ladder, docs/sanity.md)."""
+    detours: float = 0.0
+    """`gold`: probability, before each gold action, of first taking a wrong action the env refuses (an
+    earlier or later action of the same gold path that is not admissible then), shown and untrained: rows
+    that teach what to do after an invalid action (`rollout/expert.py`)."""
 
 
 @dataclass
@@ -126,7 +130,8 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
             pool.release(r.episode for r in firsts)
             rng = random.Random(cfg.seed)
             strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
-        return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies)
+        return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies, detours=cfg.data.detours,
+                               rng=random.Random(cfg.seed + 1))
 
 
 def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> list[list[str]]:
@@ -140,11 +145,12 @@ def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> l
 
 
 def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0) -> list[Sample]:
-    """One SFT row per step and per strategy turn, from the recorded ids."""
+    """One SFT row per valid step and per strategy turn, from the recorded ids. An invalid step's reply
+    is context, not a target: it has no row (in chat mode it is part of the next step's prompt)."""
     rows = []
     for t in trajs:
         turns: list[tuple[Turn, int]] = [(t.strategy, -1)] if t.strategy else []
-        turns += [(s, i) for i, s in enumerate(t.steps)]
+        turns += [(s, i) for i, s in enumerate(t.steps) if s.valid]
         for turn, idx in turns:
             if turn.prompt_ids and turn.response_ids:
                 n = len(turn.prompt_ids)
