@@ -17,11 +17,11 @@ SHRINK = ["env.tasks_per_iteration=1", "env.train_tasks=8", "rollout.group.n_str
 
 
 def test_bench_learn_shrunk(tmp_path):
-    cfg = LearnBenchConfig(variants=["sft", "grpo", "strata"], seeds=2, env_steps=20, eval_episodes=3,
+    cfg = LearnBenchConfig(variants=["sft", "grpo", "strata"], seeds=1, env_steps=20, eval_episodes=3,
                            out_dir=str(tmp_path), overrides=SHRINK)
     seen = []
     res = run_learn_bench(cfg, on_run=lambda v, s: seen.append((v, s)))
-    assert seen == [("sft", 0), ("grpo", 0), ("grpo", 1), ("strata", 0), ("strata", 1)]
+    assert seen == [("sft", 0), ("grpo", 0), ("strata", 0)]  # several seeds: test_summary_statistics_by_hand
     runs = res["runs"]
     assert len({r["variant"] for r in runs}) == 3
     for r in runs:
@@ -37,7 +37,7 @@ def test_bench_learn_shrunk(tmp_path):
     assert strata[0]["samples/strategy_rows"] == 2 and "samples/strategy_rows" in grpo[0]
     assert grpo[0]["samples/strategy_rows"] == 0
     v = res["variants"]
-    assert v["grpo"]["seeds"] == 2 and v["sft"]["seeds"] == 1
+    assert v["grpo"]["seeds"] == v["sft"]["seeds"] == 1
     assert "judge/flagged_fraction" in strata[0] and "judge/flagged_fraction" not in grpo[0]  # rule judge vs none
     assert set(v["strata"]["stage_seconds_per_iteration"]) >= {"rollout", "judge", "update", "iteration"}
     o = res["strata_overhead_vs_grpo"]

@@ -11,13 +11,12 @@ positions, same causal kernel per row); `tests/train/test_varlen.py` checks it i
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface
 
 NAME = "stratarl_varlen"
 
@@ -55,8 +54,15 @@ def _no_mask(*args, **kwargs) -> None:
     return None
 
 
-AttentionInterface.register(NAME, rows_attention)
-AttentionMaskInterface.register(NAME, _no_mask)
+@functools.cache
+def _register() -> None:
+    """Make NAME a transformers attention implementation (on first use: importing transformers costs a
+    command that only reads its config ~3 s)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(NAME, rows_attention)
+    AttentionMaskInterface.register(NAME, _no_mask)
 
 
 def applies(backbone: nn.Module, attention_mask_BT: torch.Tensor) -> bool:
@@ -84,6 +90,7 @@ def hidden_states(backbone: nn.Module, ids_BT: torch.Tensor, attention_mask_BT: 
     cuts = [0]
     for n in lengths:
         cuts.append(cuts[-1] + n)
+    _register()
     with _implementation(backbone.config, NAME):
         packed = backbone(input_ids=ids_BT[real_BT][None], position_ids=positions_BT[real_BT][None],
                           attention_mask=None, use_cache=False, cu_seq_lens_q=cuts).last_hidden_state[0]
