@@ -27,7 +27,7 @@ from ..agent.parse import match_admissible
 from ..agent.prompts import PromptConfig, StepView, render, step_prime, strategy_messages
 from ..envs.pool import EnvPool
 from ..types import Step, Task, Trajectory, Turn
-from .runner import INVALID_OBSERVATION, RunnerConfig, family_of
+from .runner import INVALID_OBSERVATION, RunnerConfig, family_of, not_admissible
 
 _EXITS = re.compile(r"To the (North|South|East|West) you see (?:the |a )?([\w ]+?)\.", re.IGNORECASE)
 _ITEMS = re.compile(r"\b(knife|cookbook|coin|map|box|book)\b", re.IGNORECASE)
@@ -120,7 +120,7 @@ def _replay(tokenizer: Any, pool: EnvPool, live: list, rcfg: RunnerConfig, detou
             if wrong is None:
                 batch.append((episode, traj, view, action))
                 continue
-            traj.steps[-1].observation = INVALID_OBSERVATION.format(why=f"'{wrong}' is not admissible")
+            traj.steps[-1].observation = INVALID_OBSERVATION.format(why=not_admissible(wrong))
             remember(view, wrong, False, view.observation, None, prompt, ids)
         for (_, traj, view, action), r in zip(batch, pool.step([(b[0], b[3]) for b in batch]), strict=True):
             step = traj.steps[-1]

@@ -29,6 +29,11 @@ from ..types import Step, Task, Trajectory, Turn
 INVALID_OBSERVATION = "Invalid action: {why}. Nothing happened."
 
 
+def not_admissible(action: str) -> str:
+    """Why an action outside the admissible list is refused (the `why` of INVALID_OBSERVATION)."""
+    return f"'{action}' is not admissible"
+
+
 @dataclass
 class StepSampling:
     """Sampling of step and strategy turns."""
@@ -193,7 +198,7 @@ def _parse_into_step(lv: _Live, prompt_ids: list[int], comp: Completion, prime: 
         return step
     action = match_admissible(parsed.action, lv.view.admissible)
     if action is None:
-        step.action, step.valid, step.info = parsed.action, False, {"why": f"'{parsed.action}' is not admissible"}
+        step.action, step.valid, step.info = parsed.action, False, {"why": not_admissible(parsed.action)}
         return step
     step.action = action
     return step
