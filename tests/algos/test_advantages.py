@@ -66,6 +66,16 @@ def test_grpo_by_hand():
     assert two_steps.strategies == []
 
 
+def test_invalid_steps_never_pushed_up():
+    # won episode (A = +1/√2) whose middle step was refused, lost episode (A = −1/√2) with a refused step
+    won, lost = traj(1, n=3), traj(0, n=2)
+    won.steps[1].valid = lost.steps[0].valid = False
+    plain = compute_advantages("grpo", [group(won, lost)], cfg())
+    assert plain.steps[0] == [pytest.approx([S, S, S], abs=1e-5), pytest.approx([-S, -S], abs=1e-5)]
+    capped = compute_advantages("grpo", [group(won, lost)], cfg(invalid_steps="nonpositive"))
+    assert capped.steps[0] == [pytest.approx([S, 0.0, S], abs=1e-5), pytest.approx([-S, -S], abs=1e-5)]
+
+
 def test_grpo_ties():
     # R = [1,1,0]: mean 2/3, deviations [1/3, 1/3, -2/3], SS = 6/9, var = (6/9)/2 = 1/3, std = .57735
     # A = [.33333/.57735, same, -.66667/.57735] = [.57735, .57735, -1.154701]

@@ -18,6 +18,7 @@ from stratarl.algos.losses import (
     kl_reward_shaping,
     policy_objective,
     ppo_clip_loss,
+    scale_negatives,
     sequence_logp,
     sft_loss,
     steca_loss,
@@ -157,6 +158,16 @@ def test_policy_objective_parts():
                                    weights_B=T([0.5]))
     assert loss.item() == pytest.approx(-0.6) and stats.clip_fraction == 1.0  # .5 · -1.2
     assert stats.approx_kl == pytest.approx(-0.5)  # old - new = -1 - (-.5)
+
+
+def test_negative_advantages_scaled():
+    assert scale_negatives(T([[2.0, -1.0, 0.0, -4.0]]), 0.25).tolist() == [[2.0, -0.25, 0.0, -1.0]]
+    # ratio 1 on both tokens, token-mean over 2: plain (-1 + 2) / 2 = .5; scaled by .25: (-1 + .5) / 2 = -.25
+    lp, adv, mask = T([[0.0, 0.0]]), T([[1.0, -2.0]]), T([[1.0, 1.0]])
+    for scale, expected in ((1.0, 0.5), (0.25, -0.25), (0.0, -0.5)):
+        cfg = LossConfig(kl_coef=0.0, negative_scale=scale)
+        loss, _ = policy_objective(lp, lp, adv, mask, cfg, total_tokens=2, total_rows=1)
+        assert loss.item() == pytest.approx(expected)
 
 
 # -- supervised and preference losses --------------------------------------------------------------

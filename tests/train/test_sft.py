@@ -51,3 +51,19 @@ def test_detours_are_refused_shown_and_not_trained(tiny_tokenizer):
         assert "Your last action was not valid." in nxt
     trained = [tiny_tokenizer.decode([i for i, m in zip(r.input_ids, r.loss_mask, strict=True) if m]) for r in rows]
     assert trained == [tiny_tokenizer.decode([i for i, m in zip(r.input_ids, r.loss_mask, strict=True) if m]) for r in plain]
+
+
+def test_observations_with_detours_train_the_answers_not_the_refused_replies(tiny_tokenizer):
+    """`mask_observations=False` with detours: every env answer after the first step is trained (the
+    refusal message included), a refused reply never is."""
+    prompt = PromptConfig(mode="chat")
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    cfg = SFTConfig(data=SFTDataConfig(env=ENV, tasks=4, detours=0.5), prompt=prompt, mask_observations=False)
+    rows, trajs = load_rows(cfg, tiny_tokenizer, rcfg)
+    assert len(rows) == len(trajs) == 4
+    for r, t in zip(rows, trajs, strict=True):
+        first = len(t.steps[0].prompt_ids)
+        refused = {j for s in t.steps if not s.valid
+                   for j in range(len(s.prompt_ids), len(s.prompt_ids) + len(s.response_ids))}
+        assert refused
+        assert r.loss_mask == [0 if j < first or j in refused else 1 for j in range(len(r.loss_mask))]

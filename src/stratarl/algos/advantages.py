@@ -154,6 +154,10 @@ class AdvantageConfig:
     """Per-step reward base: the outcome on the last step (0 before), or the env's step rewards."""
     eps: float = 1e-6
     """ε in (x − mean) / (std + ε)."""
+    invalid_steps: Literal["estimator", "nonpositive"] = "estimator"
+    """`estimator`: an invalid step keeps the advantage the estimator gave it; `nonpositive`: A ← min(A, 0)
+    on invalid steps, so an inadmissible action in a won episode is never pushed up (an addition to
+    ALGORITHMS.md; see `cap_invalid`)."""
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
     """GRPO / Dr.GRPO."""
     reinforce_pp: ReinforcePPOptions = field(default_factory=ReinforcePPOptions)
@@ -599,8 +603,25 @@ NEEDS_VALUES: dict[str, str] = {"step_gae": "step", "gae": "token"}
 
 
 def compute_advantages(name: str, groups: list[Group], cfg: AdvantageConfig, values: Any = None) -> Advantages:
-    """Look the estimator up by name (an unknown name is an error naming the closest) and run it."""
-    return lookup("advantage estimator", name, ESTIMATORS)(groups, cfg, values)
+    """Look the estimator up by name (an unknown name is an error naming the closest) and run it; then
+    `cap_invalid` when `invalid_steps` says so."""
+    adv = lookup("advantage estimator", name, ESTIMATORS)(groups, cfg, values)
+    return cap_invalid(groups, adv) if cfg.invalid_steps == "nonpositive" else adv
+
+
+def cap_invalid(groups: list[Group], adv: Advantages) -> Advantages:
+    """A copy of `adv` with A ← min(A, 0) on every invalid step (its tokens too, for token estimators).
+    A won episode often holds a few refused actions; the trajectory-level estimators would push them up
+    with the rest, and a small policy learns to repeat them."""
+    def cap(a: Any, valid: bool) -> Any:
+        return a if valid else ([min(x, 0.0) for x in a] if isinstance(a, list) else min(a, 0.0))
+
+    def per_step(nested: list[list[list[Any]]]) -> list[list[list[Any]]]:
+        return [[[cap(a, s.valid) for a, s in zip(ta, t.steps, strict=True)] for ta, t in zip(ga, g.flat, strict=True)]
+                for ga, g in zip(nested, groups, strict=True)]
+
+    tokens = per_step(adv.token_advantages) if adv.token_advantages is not None else None
+    return dataclasses.replace(adv, steps=per_step(adv.steps), token_advantages=tokens)
 
 
 def with_step_penalties(groups: list[Group], extra: list[list[list[float]]]) -> list[Group]:

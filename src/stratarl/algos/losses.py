@@ -56,6 +56,9 @@ class LossConfig:
     logprobs are given (they differ from the trainer's)."""
     tis_cap: float = 2.0
     """Cap of the truncated importance weight."""
+    negative_scale: float = 1.0
+    """Negative advantages are multiplied by this before the loss (1: the plain estimator; 0: only
+    better-than-baseline steps are pushed up, the failures only lower the baseline). See `scale_negatives`."""
 
 
 @dataclass
@@ -224,6 +227,15 @@ def truncated_is_weights(trainer_logp_BT: torch.Tensor, engine_logp_BT: torch.Te
 # -- the whole policy objective --------------------------------------------------------------------
 
 
+def scale_negatives(adv_BT: torch.Tensor, scale: float) -> torch.Tensor:
+    """A ← A for A ≥ 0, s·A for A < 0. With a small model most sampled steps fail and carry A < 0;
+    pushing their tokens down moves probability to every other token, garbage included, while the
+    positive steps say which tokens to move it to (docs/algorithms.md, an addition to ALGORITHMS.md)."""
+    if scale == 1.0:
+        return adv_BT
+    return torch.where(adv_BT < 0, adv_BT * scale, adv_BT)
+
+
 def policy_objective(logp_BT: torch.Tensor, old_BT: torch.Tensor, adv_BT: torch.Tensor, mask_BT: torch.Tensor,
                      cfg: LossConfig, *, total_tokens: float, total_rows: float,
                      weights_B: torch.Tensor | None = None, ref_BT: torch.Tensor | None = None,
@@ -233,6 +245,7 @@ def policy_objective(logp_BT: torch.Tensor, old_BT: torch.Tensor, adv_BT: torch.
     aggregated by `cfg.loss_agg` with the mini-batch totals. w_IS = min(π_old/π_engine, cap) when
     `importance_correction` and `engine_BT` is given; KL only when `ref_BT` is given, β > 0 and not
     `kl_in_reward`; entropy only when `entropy_BT` is given and c_H > 0."""
+    adv_BT = scale_negatives(adv_BT, cfg.negative_scale)
     loss_BT, clipped_BT = lookup("policy loss", cfg.policy_loss, POLICY_LOSSES)(logp_BT, old_BT, adv_BT,
                                                                                 mask_BT, cfg)
     is_w = None

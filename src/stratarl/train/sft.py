@@ -144,20 +144,38 @@ def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> l
             env.close()
 
 
-def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0) -> list[Sample]:
+def trajectory_rows(trajs: list[Trajectory], weight: float = 1.0, observations: bool = False) -> list[Sample]:
     """One SFT row per valid step and per strategy turn, from the recorded ids. An invalid step's reply
-    is context, not a target: it has no row (in chat mode it is part of the next step's prompt)."""
+    is context, not a target: it has no row (in chat mode it is part of the next step's prompt).
+    `observations`: in chat mode the env's answers after the first step (their turn markup included) are
+    trained too, an invalid step's reply still not (`observation_spans`)."""
     rows = []
     for t in trajs:
+        spans = observation_spans(t) if observations else []
         turns: list[tuple[Turn, int]] = [(t.strategy, -1)] if t.strategy else []
         turns += [(s, i) for i, s in enumerate(t.steps) if s.valid]
         for turn, idx in turns:
             if turn.prompt_ids and turn.response_ids:
                 n = len(turn.prompt_ids)
-                rows.append(Sample(input_ids=list(turn.prompt_ids) + list(turn.response_ids),
-                                   loss_mask=[0] * n + [1] * len(turn.response_ids), weight=weight, uid=t.uid,
-                                   step_index=idx, kind="action" if idx >= 0 else "strategy"))
+                mask = [0] * n + [1] * len(turn.response_ids)
+                for lo, hi in spans if idx >= 0 else ():
+                    if hi <= n:
+                        mask[lo:hi] = [1] * (hi - lo)
+                rows.append(Sample(input_ids=list(turn.prompt_ids) + list(turn.response_ids), loss_mask=mask,
+                                   weight=weight, uid=t.uid, step_index=idx, kind="action" if idx >= 0 else "strategy"))
     return rows
+
+
+def observation_spans(t: Trajectory) -> list[tuple[int, int]]:
+    """[lo, hi) of each env answer in the chat conversation: what step k's prompt adds after step k − 1's
+    prompt and reply (k ≥ 1). Empty where prompts do not extend each other (window mode)."""
+    spans = []
+    for prev, cur in zip(t.steps, t.steps[1:]):
+        end = len(prev.prompt_ids) + len(prev.response_ids)
+        if len(cur.prompt_ids) <= end or cur.prompt_ids[:end] != list(prev.prompt_ids) + list(prev.response_ids):
+            return []
+        spans.append((end, len(cur.prompt_ids)))
+    return spans
 
 
 def message_rows(path: Path, tokenizer: Any, mask_observations: bool) -> list[Sample]:
@@ -186,26 +204,14 @@ def load_rows(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> tuple[list[Sample], 
     src = cfg.data.source
     if src == "gold":
         trajs = gold_trajectories(cfg, tokenizer, rcfg)
-        return _observations(pack_samples(trajectory_rows(trajs)), cfg), trajs
+        return pack_samples(trajectory_rows(trajs, observations=not cfg.mask_observations)), trajs
     path = Path(cfg.data.path)
     if not path.is_file():
         raise UserError(f"SFT data file not found: {path}")
     if src == "messages":
         return message_rows(path, tokenizer, cfg.mask_observations), []
     trajs = [from_dict(Trajectory, orjson.loads(ln)) for ln in path.read_bytes().splitlines() if ln.strip()]
-    return _observations(pack_samples(trajectory_rows(trajs)), cfg), trajs
-
-
-def _observations(rows: list[Sample], cfg: SFTConfig) -> list[Sample]:
-    """With `mask_observations` off, every token after a row's first trained token is trained: the
-    observations (and turn markup) between the model's turns of a packed chat row."""
-    if cfg.mask_observations:
-        return rows
-    for r in rows:
-        if 1 in r.loss_mask:
-            first = r.loss_mask.index(1)
-            r.loss_mask = [0] * first + [1] * (len(r.loss_mask) - first)
-    return rows
+    return pack_samples(trajectory_rows(trajs, observations=not cfg.mask_observations)), trajs
 
 
 # -- training --------------------------------------------------------------------------------------
