@@ -66,6 +66,20 @@ def test_grpo_by_hand():
     assert two_steps.strategies == []
 
 
+def test_score_as_the_trajectory_return():
+    # two lost games, one that scored .25 + .25 on its way: outcome returns tie (A = 0), scores do not
+    progress, nothing = traj(0, n=3, rewards=[0.25, 0.0, 0.25]), traj(0, n=2)
+    assert per_traj(compute_advantages("grpo", [group(progress, nothing)], cfg())) == [0.0, 0.0]
+    adv = compute_advantages("grpo", [group(progress, nothing)], cfg(trajectory_reward="score"))
+    assert per_traj(adv) == pytest.approx([S, -S], abs=1e-5)
+    # with a .1 penalty on the scoring game: R = .5 - .1 = .4 vs 0, still ±1/√2
+    progress.steps[1].penalty = 0.1
+    adv = compute_advantages("strata", [group(strategies=[[progress, nothing], [nothing, nothing]])],
+                             cfg(trajectory_reward="score"))
+    # strategy rewards: top ⌈.5·2⌉ = 1 return: .4 vs 0 -> ±1/√2
+    assert adv.strategies[0] == pytest.approx([S, -S], abs=1e-5)
+
+
 def test_invalid_steps_never_pushed_up():
     # won episode (A = +1/√2) whose middle step was refused, lost episode (A = −1/√2) with a refused step
     won, lost = traj(1, n=3), traj(0, n=2)

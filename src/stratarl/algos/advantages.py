@@ -150,6 +150,10 @@ class AdvantageConfig:
 
     penalties_in_return: bool = True
     """Subtract the steps' penalties (invalid action, format) from the trajectory return R."""
+    trajectory_reward: Literal["outcome", "score"] = "outcome"
+    """The trajectory return's base: the outcome (won → 1, TextWorldExpress), or `score`, the sum of the
+    env's step rewards — a game's final score, so a lost game that took the right ingredient counts for
+    something (an addition to ALGORITHMS.md)."""
     step_reward: Literal["outcome", "env"] = "outcome"
     """Per-step reward base: the outcome on the last step (0 before), or the env's step rewards."""
     eps: float = 1e-6
@@ -202,8 +206,10 @@ def normalize(xs: Sequence[float], eps: float, by_std: bool = True) -> list[floa
 
 
 def trajectory_return(t: Trajectory, cfg: AdvantageConfig) -> float:
-    """R = outcome − Σ_t penalty_t (`penalties_in_return`), else the outcome."""
-    return t.outcome - (sum(s.penalty for s in t.steps) if cfg.penalties_in_return else 0.0)
+    """R = base − Σ_t penalty_t (`penalties_in_return`), else the base; base = the outcome, or the sum of
+    the step rewards (`trajectory_reward = "score"`)."""
+    base = math.fsum(s.reward for s in t.steps) if cfg.trajectory_reward == "score" else t.outcome
+    return base - (sum(s.penalty for s in t.steps) if cfg.penalties_in_return else 0.0)
 
 
 def step_bases(t: Trajectory, cfg: AdvantageConfig) -> list[float]:
