@@ -157,8 +157,10 @@ def test_killed_actor_is_replaced_and_episode_recorded_as_env_error(ray_pool):
 def test_hung_step_times_out_and_the_actor_is_replaced(ray_pool, monkeypatch):
     monkeypatch.setattr(ray_pool, "step_timeout", 2)
     (r,) = ray_pool.reset(make_tasks(ENV, "train", n=1))
-    actor = psutil.Process(ray.get(ray_pool.actors()[ray_pool._where[r.episode]].ready.remote()))
-    (java,) = [c for c in actor.children(recursive=True) if "java" in c.name()]
+    handle = ray_pool.actors()[ray_pool._where[r.episode]]
+    actor = psutil.Process(ray.get(handle.ready.remote()))
+    # the JVM the actor's envs talk to, as the actor knows it (not a guess from its process tree)
+    (java,) = [psutil.Process(pid) for pid in ray.get(handle.java_pids.remote())]
     restarts = ray_pool.restarts
     java.suspend()  # a real hang: the JVM stops answering
     try:

@@ -72,6 +72,12 @@ class EnvActor:
     def ready(self) -> int:
         return os.getpid()
 
+    def java_pids(self) -> list[int]:
+        """The live JVMs this actor's envs talk to (for tests that hang or kill one)."""
+        from .jvm import java_pids
+
+        return java_pids()
+
     def call(self, op: str, items: list[tuple[int, Any]]) -> list[EnvReply]:
         """Run a batch in order; stop after a reply whose JVM died (the pool replaces this actor)."""
         out = []
