@@ -12,6 +12,7 @@ Data sources (`data.source`):
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -170,7 +171,7 @@ def observation_spans(t: Trajectory) -> list[tuple[int, int]]:
     """[lo, hi) of each env answer in the chat conversation: what step k's prompt adds after step k − 1's
     prompt and reply (k ≥ 1). Empty where prompts do not extend each other (window mode)."""
     spans = []
-    for prev, cur in zip(t.steps, t.steps[1:]):
+    for prev, cur in itertools.pairwise(t.steps):
         end = len(prev.prompt_ids) + len(prev.response_ids)
         if len(cur.prompt_ids) <= end or cur.prompt_ids[:end] != list(prev.prompt_ids) + list(prev.response_ids):
             return []
