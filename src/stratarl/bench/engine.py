@@ -233,8 +233,10 @@ def model_flops(config: Any, work: dict[str, int]) -> float:
 
 
 def machine() -> dict[str, Any]:
+    from ..allocator import active
+
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__}
+            "load_average_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__, "allocator": active()}
 
 
 def run_engine_bench(cfg: EngineBenchConfig, log: Callable[[str], None] = print,

@@ -12,6 +12,13 @@ from rich.console import Console
 
 from ..errors import UserError
 
+try:  # typer >= 0.24 raises the exceptions of its vendored click, not of the `click` package
+    from typer._click import exceptions as _typer_click
+except ImportError:
+    _typer_click = click.exceptions
+ABORT = (click.exceptions.Abort, typer.Abort)
+CLICK_ERRORS = (click.exceptions.ClickException, _typer_click.ClickException)
+
 app = typer.Typer(
     name="stratarl",
     help="Step-level RL for LLM agents on multi-turn text environments.",
@@ -47,14 +54,18 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script (`argv` None); tests pass `argv` and run in-process."""
+    if argv is None:
+        from ..allocator import reexec_with_jemalloc
+
+        reexec_with_jemalloc()
     _register()
     try:
         result = app(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+    except ABORT:
         err_console.print("[yellow]aborted[/]")
         sys.exit(130)
-    except click.exceptions.ClickException as e:
+    except CLICK_ERRORS as e:
         e.show()
         sys.exit(e.exit_code)
     except UserError as e:
