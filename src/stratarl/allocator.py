@@ -4,7 +4,7 @@ glibc's malloc keeps a training process's freed activations in arenas that fragm
 vary: over 200 steps of the quickstart's warm-up SFT the process grew from 2.4 to 4.5 GB and its
 step time from 0.83 to 1.05 s; a 12 M-parameter model's SFT reached 10 GB and slowed from 2.6 to
 4.4 s a step. Under jemalloc the same 200 steps stay at 1.85 GB and 0.79 s a step; the whole warm-up (400 steps)
-takes 298 s instead of 354 s, and quickstart RL iterations 12-14 s instead of 15-19 s (docs/performance.md).
+takes 201 s instead of 354 s, and quickstart RL iterations 10-14 s instead of 15-19 s (docs/performance.md).
 Fixing glibc's mmap threshold instead returns every large tensor to the OS and pays page faults
 (1.3 s a step). The allocator is chosen when a process starts, so the console script re-executes
 itself once with jemalloc preloaded; child processes (env workers, the JVM, Ray) inherit it.
