@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ..errors import UserError
 
-try:  # typer >= 0.24 raises the exceptions of its vendored click, not of the `click` package
+try:  # recent typer (0.29 here) raises the exceptions of its vendored click, not of the `click` package
     from typer._click import exceptions as _typer_click
 except ImportError:
     _typer_click = click.exceptions
