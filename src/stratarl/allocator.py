@@ -53,7 +53,7 @@ def preload_env(environ: Mapping[str, str], library: str | None) -> dict[str, st
     return {"MALLOC_CONF": DECAY_OFF, **environ, "LD_PRELOAD": f"{library} {preload}".strip()}
 
 
-def reexec_with_jemalloc(argv: Sequence[str] | None = None) -> None:
+def reexec_with_jemalloc() -> None:
     """Replace this process by the same command with jemalloc preloaded (see the module docstring);
     returns when nothing changes or the exec fails (the run then goes on under the system allocator)."""
     try:
@@ -61,7 +61,7 @@ def reexec_with_jemalloc(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    args = list(argv if argv is not None else sys.orig_argv)
+    args = list(sys.orig_argv)
     if env is None or not sys.executable or not args:
         return
     sys.stdout.flush()
