@@ -56,3 +56,28 @@ def test_the_process_reexecutes_itself_under_jemalloc():
     bad = subprocess.run([sys.executable, "-c", PROBE], env={**env, "STRATARL_MALLOC": "tcmalloc"},
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "is not one of jemalloc, system" in bad.stderr and "Traceback" not in bad.stderr
+
+
+RELIEVE = ("import torch; from stratarl.allocator import relieve_pressure, resident_fraction; "
+           "xs = [torch.ones(25_000_000) for _ in range(10)]; del xs; before = resident_fraction(); "
+           "kept = relieve_pressure(limit=before + 0.01); purged = relieve_pressure(limit=0.0); "
+           "print(kept, purged, before - resident_fraction())")
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="no libjemalloc on this system (apt-get install libjemalloc2)")
+def test_relieve_pressure_returns_freed_pages_only_above_the_limit():
+    """1 GB allocated and freed under jemalloc with decay off stays resident; below the limit nothing
+    happens, above it the purge gives it back (the resident fraction falls by ~1 GB / physical memory)."""
+    env = {**os.environ, "LD_PRELOAD": find_jemalloc(), "MALLOC_CONF": DECAY_OFF}
+    out = subprocess.run([sys.executable, "-c", RELIEVE], env=env, capture_output=True, text=True, check=True)
+    kept, purged, fall = out.stdout.split()
+    assert (kept, purged) == ("False", "True")
+    assert float(fall) * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") > 0.8e9
+
+
+def test_relieve_pressure_is_a_no_op_without_jemalloc():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    out = subprocess.run([sys.executable, "-c", "from stratarl.allocator import relieve_pressure, active; "
+                          "print(active(), relieve_pressure(limit=0.0))"], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["system", "False"]

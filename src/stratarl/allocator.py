@@ -15,6 +15,7 @@ itself once with jemalloc preloaded; child processes (env workers, the JVM, Ray)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,14 @@ CHOICES = ("jemalloc", "system")
 DECAY_OFF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 """jemalloc's `MALLOC_CONF` unless the user set one: freed pages are kept for reuse, not returned to the OS
 after 10 s. An RL iteration frees its update's activations, generates for ~5 s, then allocates them again:
-with the default decay the first updates ran 2-3x slower, refaulting the pages."""
+with the default decay the first updates ran 2-3x slower, refaulting the pages; any decay tried (1 s lazy,
+30 s) cost the quickstart's RL 1.1-1.4x. Kept pages are not always reusable: SmolLM2's chat-mode rollout
+frees ever larger prefill buffers and grew past 24 GB, so `relieve_pressure` returns them above
+`PRESSURE` of the machine's memory."""
+PRESSURE = 0.5
+"""Resident fraction of physical memory above which `relieve_pressure` purges jemalloc's freed pages."""
+ARENAS_ALL = 4096
+"""jemalloc's MALLCTL_ARENAS_ALL: `arena.4096.purge` purges every arena."""
 LIBRARIES = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
     "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
@@ -79,3 +87,27 @@ def active() -> str:
     except OSError:
         return "system"
     return "jemalloc" if "libjemalloc" in maps else "system"
+
+
+def resident_fraction() -> float:
+    """This process's resident memory over the machine's physical memory (0 where unknown)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages / os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def release_freed_memory() -> bool:
+    """Give jemalloc's freed pages back to the OS now; False when jemalloc is not this process's allocator."""
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return False
+    return mallctl(f"arena.{ARENAS_ALL}.purge".encode(), None, None, None, ctypes.c_size_t(0)) == 0
+
+
+def relieve_pressure(limit: float = PRESSURE) -> bool:
+    """Purge jemalloc's freed pages when this process holds more than `limit` of the machine's memory (a
+    /proc read otherwise); True when it purged."""
+    return resident_fraction() > limit and release_freed_memory()

@@ -84,6 +84,24 @@ def test_prefix_cache_reuses_and_changes_nothing(tiny_path, tiny_tokenizer):
     assert [c.token_ids for c in b] == [c.token_ids for c in plain.generate(turn2, params)]
 
 
+def test_growing_prompts_double_the_kv_buffer(tiny_path, tiny_tokenizer):
+    """Chat turns: each call's prompt is the last prompt + reply + ~60 new tokens, with the buffer kept
+    between calls (as within one rollout). Capacities: each growth at least doubles, capped at the
+    context; a few allocations for ten turns, not one per turn; replies still equal teacher forcing."""
+    eng = HFEngine(tiny_path, HFEngineConfig(dtype="float32"), tiny_tokenizer)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    turn = _prompts(tiny_tokenizer)[3] * 2  # ~60 tokens
+    prompt, caps = list(turn), []
+    for _ in range(10):
+        (c,) = eng.generate([prompt], SamplingParams(temperature=1.0, max_tokens=4, seed=0))
+        assert max(abs(a - b) for a, b in zip(_teacher_forced(ref, prompt, c.token_ids), c.logprobs, strict=True)) < 1e-4
+        caps.append(eng._kv.shape[4])
+        prompt = prompt + c.token_ids + turn
+    grown = sorted(set(caps))
+    assert all(b >= 2 * a for a, b in zip(grown, grown[1:])), caps  # e.g. [80, 160, 320, 640]
+    assert len(grown) <= 5 and max(caps) >= len(prompt) - len(turn)
+
+
 def test_seeded_sampling_is_reproducible_and_n_samples(fp32_engine, tiny_tokenizer):
     prompts = _prompts(tiny_tokenizer)
     p = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=10, n=3, seed=7)

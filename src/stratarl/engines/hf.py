@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..allocator import relieve_pressure
 from ..errors import UserError
 from .base import Completion, SamplingParams
 from .kernels import DecoderWeights, extract_weights, forward, logits
@@ -153,6 +154,7 @@ class HFEngine:
     # -- public API ---------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        relieve_pressure()  # jemalloc with decay off keeps freed prefill buffers (allocator.py)
         reqs = [_Request(list(p), params, i, _generator(params.seed, i, j))
                 for i, p in enumerate(prompts) for j in range(params.n)]
         for p in prompts:
@@ -258,13 +260,20 @@ class HFEngine:
         return admitted
 
     def _ensure_capacity(self, rows: int, length: int) -> None:
+        """Room for `rows` rows of `length` tokens. A longer buffer is at least twice the old one (up to the
+        context): chat prompts grow every turn, and a buffer re-allocated a few blocks longer each time left
+        a trail of freed buffers of growing size (GBs for SmolLM2) that jemalloc, keeping freed pages, could
+        not reuse — a 24-step rollout went past 24 GB. Attention reads only the used length, so the spare
+        capacity costs memory, not time."""
         w = self.weights
-        cap = -(-length // self.cfg.block) * self.cfg.block
+        block = self.cfg.block
+        cap = -(-length // block) * block
         kv = self._kv
         if kv is not None and kv.shape[2] >= rows and kv.shape[4] >= cap:
             return
+        old_cap = kv.shape[4] if kv is not None else 0
         new_rows = max(rows, kv.shape[2] if kv is not None else 0)
-        new_cap = max(cap, kv.shape[4] if kv is not None else 0)
+        new_cap = max(cap, min(2 * old_cap, -(-self.context // block) * block))
         # zeros, not empty: masked keys still enter q.k, and uninitialised memory can hold NaN
         fresh = torch.zeros(len(w.layers), 2, new_rows, w.n_kv, new_cap, w.head_dim, dtype=self.dtype,
                             device=self.device)

@@ -26,6 +26,7 @@ import torch
 from ..agent.format import AgentFormat, FormatKeys, format_of
 from ..agent.prompts import PromptConfig
 from ..algos.losses import sft_loss
+from ..allocator import relieve_pressure
 from ..envs.gold import random_actions
 from ..envs.pool import EnvPool
 from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
@@ -289,6 +290,7 @@ def accumulate_gradients(model: torch.nn.Module, batch: list[Sample], micro_batc
         out = forward(model, b, bf16=bf16)
         value = row_loss(out.logp_BT, b.loss_mask_BT, b.weights_B.to(out.logp_BT.dtype))
         value.backward()
+        relieve_pressure()  # see allocator.py
         total += float(value.detach())
     return total
 

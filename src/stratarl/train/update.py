@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..algos.losses import LossConfig, LossStats, policy_objective, value_loss
+from ..allocator import relieve_pressure
 from ..types import Sample
 from .batching import Batch, collate, micro_batches, split_minibatches
 from .distributed import DataParallel, all_sum, check_same_rows, grad_sync, norm_value, shard
@@ -95,6 +96,7 @@ def score(model: nn.Module, samples: list[Sample], pad_id: int, bf16: bool, toke
         out = model(batch, bf16=bf16)[0] if isinstance(model, PolicyStep) else forward(model, batch, bf16=bf16)
         for s, row in zip(chunk, out.logp_BT, strict=True):
             setattr(s, into, row[: s.num_tokens].tolist())
+        relieve_pressure()
 
 
 @dataclass
@@ -171,6 +173,7 @@ def _accumulate(step: nn.Module, rows: list[Sample], loss_cfg: LossConfig, total
             if not math.isfinite(p_l) and dp is None:
                 return float("nan"), vl, last
             (loss * weight).backward()
+        relieve_pressure()  # jemalloc keeps freed activations; past half the memory they go back (allocator.py)
         if mine:
             pl, vl = pl + p_l, vl + v_l
     pl, vl = all_sum(dp, pl, vl)
