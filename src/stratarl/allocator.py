@@ -27,9 +27,9 @@ DECAY_OFF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 """jemalloc's `MALLOC_CONF` unless the user set one: freed pages are kept for reuse, not returned to the OS
 after 10 s. An RL iteration frees its update's activations, generates for ~5 s, then allocates them again:
 with the default decay the first updates ran 2-3x slower, refaulting the pages; any decay tried (1 s lazy,
-30 s) cost the quickstart's RL 1.1-1.4x. Kept pages are not always reusable: SmolLM2's chat-mode rollout
-frees ever larger prefill buffers and grew past 24 GB, so `relieve_pressure` returns them above
-`PRESSURE` of the machine's memory."""
+30 s) cost the quickstart's RL 1.1-1.4x. Kept pages are not always reused: SmolLM2's RL update frees
+activations of ever-changing sizes and its process grew past 24 GB, so `relieve_pressure` returns them
+above `PRESSURE` of the machine's memory."""
 PRESSURE = 0.5
 """Resident fraction of physical memory above which `relieve_pressure` purges jemalloc's freed pages."""
 ARENAS_ALL = 4096

@@ -2,6 +2,7 @@
 changes nothing, the prefix cache, seeded sampling, stops, and weight updates; and its placement
 (`device`): the CPU path unchanged, clear errors, and on CUDA (skipped without one) the CPU's results."""
 
+import itertools
 import threading
 
 import pytest
@@ -98,7 +99,7 @@ def test_growing_prompts_double_the_kv_buffer(tiny_path, tiny_tokenizer):
         caps.append(eng._kv.shape[4])
         prompt = prompt + c.token_ids + turn
     grown = sorted(set(caps))
-    assert all(b >= 2 * a for a, b in zip(grown, grown[1:])), caps  # e.g. [80, 160, 320, 640]
+    assert all(b >= 2 * a for a, b in itertools.pairwise(grown)), caps  # e.g. [80, 160, 320, 640]
     assert len(grown) <= 5 and max(caps) >= len(prompt) - len(turn)
 
 

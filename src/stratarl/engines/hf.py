@@ -154,7 +154,7 @@ class HFEngine:
     # -- public API ---------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        relieve_pressure()  # jemalloc with decay off keeps freed prefill buffers (allocator.py)
+        relieve_pressure()  # jemalloc with decay off keeps freed buffers (allocator.py)
         reqs = [_Request(list(p), params, i, _generator(params.seed, i, j))
                 for i, p in enumerate(prompts) for j in range(params.n)]
         for p in prompts:
@@ -261,10 +261,10 @@ class HFEngine:
 
     def _ensure_capacity(self, rows: int, length: int) -> None:
         """Room for `rows` rows of `length` tokens. A longer buffer is at least twice the old one (up to the
-        context): chat prompts grow every turn, and a buffer re-allocated a few blocks longer each time left
-        a trail of freed buffers of growing size (GBs for SmolLM2) that jemalloc, keeping freed pages, could
-        not reuse — a 24-step rollout went past 24 GB. Attention reads only the used length, so the spare
-        capacity costs memory, not time."""
+        context): chat prompts grow every turn, and growing to the next block re-allocated and copied the
+        whole buffer (1-2 GB for SmolLM2's 16 rows) at nearly every turn of a rollout, leaving freed buffers
+        of growing size behind. Attention reads only the used length, so spare capacity costs memory, not
+        time."""
         w = self.weights
         block = self.cfg.block
         cap = -(-length // block) * block
