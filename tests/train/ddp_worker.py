@@ -9,6 +9,7 @@ Each case's parameters after the update (and its stats) go to OUT_DIR/<case>.pt 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -118,3 +119,9 @@ def _rename(full: dict, params: dict) -> dict:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+    # The results are on disk and the group is closed; skip the interpreter's teardown, where a gloo
+    # thread still joinable at exit once aborted rank 1 ("terminate called without an active exception",
+    # one CI run in ~10) after every assertion had passed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
