@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..allocator import relieve_pressure
 from ..config import load_config
 from ..train.batching import _pad
 from ..types import Sample
@@ -149,9 +150,16 @@ def plain_logprobs(model: torch.nn.Module, rows: list[Sample], pad_id: int, bf16
     ids = _pad([r.input_ids for r in rows], width, pad_id, torch.long)
     attn = _pad([[1] * r.num_tokens for r in rows], width, 0, torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=ids, attention_mask=attn).logits
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
     logp = F.log_softmax(logits.float(), dim=-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
     return F.pad(logp, (1, 0))
+
+
+def _relieved(x: torch.Tensor) -> torch.Tensor:
+    """`x`, after giving the allocator's freed pages back if the process is near the machine's memory (the
+    trainer does the same after each micro-batch; a 49k-vocabulary baseline frees ~2 GB of logits per chunk)."""
+    relieve_pressure()
+    return x
 
 
 def _plain_chunks(rows: list[Sample], budget: int) -> list[list[Sample]]:
@@ -165,7 +173,7 @@ def plain_update(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[
     """Behaviour pass, then PPO-clip token-mean over all rows, one AdamW step."""
     chunks = _plain_chunks(rows, budget)
     with torch.no_grad():
-        old = [plain_logprobs(model, c, pad_id, bf16) for c in chunks]
+        old = [_relieved(plain_logprobs(model, c, pad_id, bf16)) for c in chunks]
     total = sum(sum(r.loss_mask) for r in rows)
     opt.zero_grad(set_to_none=True)
     for c, old_BT in zip(chunks, old, strict=True):
@@ -175,6 +183,7 @@ def plain_update(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[
         ratio = torch.exp(logp_BT - old_BT)
         loss_BT = -torch.min(ratio * adv_BT, ratio.clamp(1 - clip, 1 + clip) * adv_BT)
         ((loss_BT * mask_BT).sum() / total).backward()
+        relieve_pressure()
     opt.step()
 
 
@@ -185,6 +194,7 @@ def plain_sft_step(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: lis
     for c in _plain_chunks(rows, budget):
         logp_BT = plain_logprobs(model, c, pad_id, bf16)
         (-(logp_BT * _pad([r.loss_mask for r in c], logp_BT.shape[1], 0.0, torch.float32)).sum() / total).backward()
+        relieve_pressure()
     opt.step()
 
 
@@ -195,6 +205,16 @@ def _timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def _free_for_baseline(state: Any) -> None:
+    """Drop what only the trainer and the engine hold (the optimizer's moments, the engine's K/V buffer and
+    prefix cache) before the baseline allocates its own: SmolLM2's trainer + baseline did not fit 24 GB."""
+    state.optimizer.state.clear()
+    state.model.zero_grad(set_to_none=True)
+    if hasattr(state.engine, "clear_cache"):
+        state.engine.clear_cache()
+    relieve_pressure(0.0)
 
 
 def time_update(state: Any) -> dict[str, Any]:
@@ -212,6 +232,7 @@ def time_update(state: Any) -> dict[str, Any]:
     trainer = {"logprobs": _timed(lambda: rl.old_and_ref_logprobs(state, rows, log)),
                "update": _timed(lambda: rl.update(state, rows, log))}
     state.model.load_state_dict(weights)
+    _free_for_baseline(state)
     opt = torch.optim.AdamW(state.model.parameters(), lr=state.cfg.optim.lr)
     base = _timed(lambda: plain_update(state.model, opt, plain, state.pad_id, state.bf16,
                                        state.cfg.optim.micro_batch_tokens))
