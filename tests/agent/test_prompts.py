@@ -44,6 +44,20 @@ def test_hidden_admissible_verbs_are_not_listed_but_the_rest_keep_their_order():
     assert "examine" in step_messages(view, PromptConfig())[1]["content"]
 
 
+def test_listed_one_per_line_an_action_is_the_tokens_it_is_written_with(tiny_tokenizer):
+    """`admissible_layout: lines`: each listed action is the same token ids as that action in a reply, so it
+    can be copied token by token; in the comma layout its first word is another token (`, take` vs `take`)."""
+    view = StepView(family="twx", task="cook", observation="You open the fridge.", step=0,
+                    admissible=["open fridge", "take pork chop", "cook pork chop in oven"])
+    text = step_messages(view, PromptConfig(admissible_layout="lines"))[1]["content"]
+    assert text.splitlines()[-4:-1] == ["open fridge", "take pork chop", "cook pork chop in oven"]
+    ids = lambda s: tiny_tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    written = ids("<action>take pork chop</action>")[1:-1]
+    lines_ids, comma_ids = ids(text), ids(step_messages(view, PromptConfig())[1]["content"])
+    contains = lambda seq, sub: any(seq[i:i + len(sub)] == sub for i in range(len(seq)))  # noqa: E731
+    assert contains(lines_ids, written) and not contains(comma_ids, written)
+
+
 def test_the_last_chat_prompt_of_a_gold_episode_shows_the_recipe(tiny_tokenizer):
     """The quickstart's prompt (chat mode, examine/look/inventory not listed): the recipe read at step 3 is
     still in the prompt of the episode's last step, and the current admissible actions are listed."""

@@ -71,6 +71,10 @@ class PromptConfig:
     """List the admissible actions in the step prompt (when the env gives them)."""
     max_admissible: int = 60
     """At most this many admissible actions are listed."""
+    admissible_layout: Literal["comma", "lines"] = "comma"
+    """`comma`: `Admissible actions: a, b, c`. `lines`: one action per line, so that each listed action is
+    the same tokens as the action written in the reply (a byte-level BPE gives `, take` and `<action>take`
+    different first tokens): a model can then copy an action from the list token by token."""
     hide_admissible: list[str] = field(default_factory=list)
     """Admissible actions whose first word is one of these are not listed (they stay valid: the agent may
     still write them). With `[examine, look, inventory]` a CookingWorld chat row is ~40% shorter."""
@@ -175,8 +179,12 @@ def _admissible(view: StepView, cfg: PromptConfig) -> list[str]:
     """The admissible-actions line ([] when hidden or none)."""
     if not cfg.show_admissible or not view.admissible:
         return []
-    listed = [a for a in view.admissible if a.split(" ", 1)[0] not in cfg.hide_admissible]
-    return ["Admissible actions: " + ", ".join(listed[: cfg.max_admissible])] if listed else []
+    listed = [a for a in view.admissible if a.split(" ", 1)[0] not in cfg.hide_admissible][: cfg.max_admissible]
+    if not listed:
+        return []
+    if cfg.admissible_layout == "lines":
+        return ["Admissible actions:\n" + "\n".join(listed)]
+    return ["Admissible actions: " + ", ".join(listed)]
 
 
 def _notes(view: StepView, cfg: PromptConfig, shown: int) -> list[str]:

@@ -31,6 +31,7 @@ from ..envs.gold import random_actions
 from ..envs.pool import EnvPool
 from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
 from ..errors import UserError
+from ..rollout.rename import LensPool, renamed
 from ..types import Sample, Task, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
 from .policy import bf16_supported, forward
@@ -59,6 +60,11 @@ class SFTDataConfig:
     """`gold`: the expert's actions; `random`: as many uniformly random admissible actions (seeded) —
     rows that teach the reply format and the action vocabulary but not which action helps, so that RL
     starts near chance (the learning-sanity ladder, docs/sanity.md)."""
+    rename: float = 0.0
+    """`gold`: share of the episodes whose ingredients the agent sees under other names (drawn from what the
+    same gold paths take), consistently in every text it reads and every action it writes, while the real
+    game runs underneath (`rollout/rename.py`): rows where only the recipe and the room say what to take,
+    cut and cook, not a remembered ingredient. CookingWorld-style games (names are what `take` actions take)."""
     detours: float = 0.0
     """`gold`: probability, before each gold action, of first taking a wrong action the env refuses (an
     earlier or later action of the same gold path that is not admissible then), shown and untrained: rows
@@ -122,10 +128,11 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
     if not get_spec(cfg.data.env.split("?")[0]).has_expert:
         raise UserError(f"{cfg.data.env} has no gold action sequences")
     tasks = make_tasks(cfg.data.env, cfg.data.split, n=cfg.data.tasks, start=cfg.data.start)
-    with EnvPool(num_workers=cfg.workers) as pool:
-        plans = [pool.expert_actions(t) or [] for t in tasks]
+    with EnvPool(num_workers=cfg.workers) as real:
+        plans = [real.expert_actions(t) or [] for t in tasks]
         if cfg.data.actions == "random":
             plans = random_plans(tasks, [len(p) for p in plans], random.Random(cfg.seed))
+        pool, plans = _renaming(real, tasks, plans, cfg)
         strategies = None
         if cfg.data.strategies:
             firsts = pool.reset(tasks)
@@ -134,6 +141,17 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
             strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
         return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies, detours=cfg.data.detours,
                                rng=random.Random(cfg.seed + 1))
+
+
+def _renaming(pool: EnvPool, tasks: list[Task], plans: list[list[str]], cfg: SFTConfig) -> tuple[Any, list[list[str]]]:
+    """The pool and plans as the agent sees them: with `data.rename`, a share of the episodes with their
+    ingredients renamed (`rollout/rename.py`)."""
+    if cfg.data.rename <= 0:
+        return pool, plans
+    firsts = pool.reset(tasks)
+    pool.release(r.episode for r in firsts)
+    lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(cfg.seed + 2), [r.observation for r in firsts])
+    return LensPool(pool, lenses), plans
 
 
 def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> list[list[str]]:

@@ -1,0 +1,124 @@
+"""Renamed gold replays (`train.sft.SFTDataConfig.rename`): the agent reads and writes a world whose
+ingredients carry other names, while the real environment plays the real game underneath.
+
+Why: TextWorldExpress gives each fold its own preparation of each ingredient (chicken leg: grilled in all
+train games, roasted in all test games; docs/results.md "TextWorldExpress's folds"), so a warm-up on
+train games can score by remembering "chicken leg → toaster" instead of reading the recipe. Renaming an
+episode's ingredients to other names drawn from the same training games, consistently in everything the
+agent sees (task, observations, admissible actions, strategy) and in the gold actions it is trained to
+write, breaks that shortcut: in renamed rows only the recipe and the room say what to take, cut and cook.
+
+A `Lens` is one episode's renaming; `LensPool` is an env pool as the agent behind lenses sees it: its
+replies are renamed, the actions it is sent are renamed back before they reach the environment. Nothing
+of the environment is simulated: every observation comes from the real game, with names replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..envs.pool import EnvReply
+from ..types import Task
+
+TOOLS = frozenset({"knife", "cookbook", "meal"})
+"""Things a CookingWorld gold path takes that are not ingredients."""
+
+
+def taken_entities(plan: Sequence[str]) -> list[str]:
+    """What a gold path takes, tools aside, in order (CookingWorld: the recipe's ingredients)."""
+    out: list[str] = []
+    for action in plan:
+        if action.startswith("take "):
+            name = action[5:].split(" from ")[0].strip()
+            if name and name not in TOOLS and name not in out:
+                out.append(name)
+    return out
+
+
+def _substitute(text: str, mapping: dict[str, str]) -> str:
+    """Every whole-word occurrence of a key replaced by its value, all at once (longest names first)."""
+    if not mapping or not text:
+        return text
+    names = sorted(mapping, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b")
+    return pattern.sub(lambda m: mapping[m.group(1)], text)
+
+
+@dataclass(frozen=True)
+class Lens:
+    """One episode's renaming: `see` is what the agent reads and writes, `unsee` what the env gets."""
+
+    mapping: dict[str, str]
+    """Real name -> the name the agent sees."""
+
+    def see(self, text: str) -> str:
+        return _substitute(text, self.mapping)
+
+    def unsee(self, text: str) -> str:
+        return _substitute(text, {v: k for k, v in self.mapping.items()})
+
+
+def draw_lens(entities: Sequence[str], vocabulary: Sequence[str], rng: random.Random, context: str = "") -> Lens:
+    """Each entity renamed to a different name of `vocabulary`, none of which is an entity of the episode
+    or occurs in `context` (the text seen so far), so the renaming can be undone unambiguously. Entities are
+    kept when too few names are free."""
+    free = [v for v in vocabulary if v not in entities and not re.search(rf"\b{re.escape(v)}\b", context)]
+    if len(free) < len(entities):
+        return Lens({})
+    return Lens(dict(zip(entities, rng.sample(free, len(entities)), strict=True)))
+
+
+def _seen(reply: EnvReply, lens: Lens) -> EnvReply:
+    info = dict(reply.info)
+    for key in ("task_description", "description"):
+        if isinstance(info.get(key), str):
+            info[key] = lens.see(info[key])
+    if isinstance(info.get("admissible_actions"), list):
+        info["admissible_actions"] = [lens.see(a) for a in info["admissible_actions"]]
+    return dataclasses.replace(reply, observation=lens.see(reply.observation), info=info)
+
+
+class LensPool:
+    """`pool` as seen through per-task lenses (tasks without one are seen as they are)."""
+
+    def __init__(self, pool: Any, lenses: dict[str, Lens]):
+        self.pool = pool
+        self.lenses = lenses
+        self._by_episode: dict[int, Lens] = {}
+
+    def reset(self, tasks: Sequence[Task]) -> list[EnvReply]:
+        replies = self.pool.reset(tasks)
+        out = []
+        for task, reply in zip(tasks, replies, strict=True):
+            lens = self.lenses.get(task.uid, Lens({}))
+            self._by_episode[reply.episode] = lens
+            out.append(_seen(reply, lens))
+        return out
+
+    def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
+        lenses = [self._by_episode.get(ep, Lens({})) for ep, _ in actions]
+        real = [(ep, lens.unsee(a)) for (ep, a), lens in zip(actions, lenses, strict=True)]
+        return [_seen(r, lens) for r, lens in zip(self.pool.step(real), lenses, strict=True)]
+
+    def release(self, episodes: Iterable[int]) -> None:
+        episodes = list(episodes)
+        for ep in episodes:
+            self._by_episode.pop(ep, None)
+        self.pool.release(episodes)
+
+
+def renamed(tasks: Sequence[Task], plans: list[list[str]], share: float, rng: random.Random,
+            first_observations: Sequence[str]) -> tuple[dict[str, Lens], list[list[str]]]:
+    """Lenses for a `share` of the tasks (names drawn from what all the plans take) and the plans as the
+    agent behind them writes them."""
+    vocabulary = sorted({e for p in plans for e in taken_entities(p)})
+    lenses: dict[str, Lens] = {}
+    for task, plan, first in zip(tasks, plans, first_observations, strict=True):
+        if share > 0 and rng.random() < share:
+            lenses[task.uid] = draw_lens(taken_entities(plan), vocabulary, rng, first)
+    return lenses, [[lenses[t.uid].see(a) for a in p] if t.uid in lenses else p for t, p in zip(tasks, plans, strict=True)]
