@@ -146,8 +146,17 @@ def test_fsdp2_run_resumed_equals_an_uninterrupted_ddp_run(tmp_path):
     a, b = load_file(ddp / "model.safetensors"), load_file(fsdp / "model.safetensors")
     start = load_model(_tiny()).state_dict()
     assert a.keys() == b.keys() and any(not torch.equal(a[k], start[k]) for k in a if k in start)
+    # Tolerance from Adam, not a guess: an element's update is at most ~lr a step whatever its gradient, and
+    # a rounding difference δ (relative) in its reduced gradient moves it by ~δ·lr. Reductions whose terms
+    # nearly cancel reach δ ~ 1e-3 (measured on an AMD EPYC: 1.16e-6 = 1.2e-3·lr on an embedding row);
+    # a sharding or resume error changes updates by O(lr). So: each element within 1% of lr per iteration,
+    # and the whole difference within 1e-3 of the whole update (rounding is rare, an error is everywhere).
+    lr, iterations = 1e-3, 2
+    diff = sum(float((a[k] - b[k]).double().norm() ** 2) for k in a) ** 0.5
+    step = sum(float((a[k] - start[k]).double().norm() ** 2) for k in a if k in start) ** 0.5
+    assert diff <= 1e-3 * step, (diff, step)
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+        assert torch.allclose(a[k], b[k], rtol=0, atol=0.01 * lr * iterations), (k, (a[k] - b[k]).abs().max())
     state = torch.load(fsdp / "trainer_state.pt", weights_only=False)
     moments = [s["exp_avg"] for s in state["optimizer"]["state"].values()]
     assert sorted(m.numel() for m in moments) == sorted(
