@@ -155,13 +155,6 @@ def plain_logprobs(model: torch.nn.Module, rows: list[Sample], pad_id: int, bf16
     return F.pad(logp, (1, 0))
 
 
-def _relieved(x: torch.Tensor) -> torch.Tensor:
-    """`x`, after giving the allocator's freed pages back if the process is near the machine's memory (the
-    trainer does the same after each micro-batch; a 49k-vocabulary baseline frees ~2 GB of logits per chunk)."""
-    relieve_pressure()
-    return x
-
-
 def _plain_chunks(rows: list[Sample], budget: int) -> list[list[Sample]]:
     from ..train.batching import micro_batches
 
@@ -172,8 +165,11 @@ def plain_update(model: torch.nn.Module, opt: torch.optim.Optimizer, rows: list[
                  budget: int, clip: float = 0.2) -> None:
     """Behaviour pass, then PPO-clip token-mean over all rows, one AdamW step."""
     chunks = _plain_chunks(rows, budget)
+    old = []
     with torch.no_grad():
-        old = [_relieved(plain_logprobs(model, c, pad_id, bf16)) for c in chunks]
+        for c in chunks:
+            old.append(plain_logprobs(model, c, pad_id, bf16))
+            relieve_pressure()  # as the trainer does after each micro-batch: ~2 GB of 49k-vocabulary logits freed
     total = sum(sum(r.loss_mask) for r in rows)
     opt.zero_grad(set_to_none=True)
     for c, old_BT in zip(chunks, old, strict=True):

@@ -73,11 +73,11 @@ def draw_lens(entities: Sequence[str], vocabulary: Sequence[str], rng: random.Ra
     return Lens(dict(zip(entities, rng.sample(free, len(entities)), strict=True)))
 
 
-def _seen(reply: EnvReply, lens: Lens) -> EnvReply:
+def seen(reply: EnvReply, lens: Lens) -> EnvReply:
+    """`reply` as the agent behind `lens` reads it (observation, task text, admissible actions)."""
     info = dict(reply.info)
-    for key in ("task_description", "description"):
-        if isinstance(info.get(key), str):
-            info[key] = lens.see(info[key])
+    if isinstance(info.get("task_description"), str):
+        info["task_description"] = lens.see(info["task_description"])
     if isinstance(info.get("admissible_actions"), list):
         info["admissible_actions"] = [lens.see(a) for a in info["admissible_actions"]]
     return dataclasses.replace(reply, observation=lens.see(reply.observation), info=info)
@@ -97,13 +97,13 @@ class LensPool:
         for task, reply in zip(tasks, replies, strict=True):
             lens = self.lenses.get(task.uid, Lens({}))
             self._by_episode[reply.episode] = lens
-            out.append(_seen(reply, lens))
+            out.append(seen(reply, lens))
         return out
 
     def step(self, actions: Sequence[tuple[int, str]]) -> list[EnvReply]:
         lenses = [self._by_episode.get(ep, Lens({})) for ep, _ in actions]
         real = [(ep, lens.unsee(a)) for (ep, a), lens in zip(actions, lenses, strict=True)]
-        return [_seen(r, lens) for r, lens in zip(self.pool.step(real), lenses, strict=True)]
+        return [seen(r, lens) for r, lens in zip(self.pool.step(real), lenses, strict=True)]
 
     def release(self, episodes: Iterable[int]) -> None:
         episodes = list(episodes)

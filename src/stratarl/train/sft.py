@@ -31,7 +31,7 @@ from ..envs.gold import random_actions
 from ..envs.pool import EnvPool
 from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
 from ..errors import UserError
-from ..rollout.rename import LensPool, renamed
+from ..rollout.rename import Lens, LensPool, renamed, seen
 from ..types import Sample, Task, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
 from .policy import bf16_supported, forward
@@ -128,30 +128,23 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
     if not get_spec(cfg.data.env.split("?")[0]).has_expert:
         raise UserError(f"{cfg.data.env} has no gold action sequences")
     tasks = make_tasks(cfg.data.env, cfg.data.split, n=cfg.data.tasks, start=cfg.data.start)
-    with EnvPool(num_workers=cfg.workers) as real:
-        plans = [real.expert_actions(t) or [] for t in tasks]
+    with EnvPool(num_workers=cfg.workers) as pool:
+        plans = [pool.expert_actions(t) or [] for t in tasks]
         if cfg.data.actions == "random":
             plans = random_plans(tasks, [len(p) for p in plans], random.Random(cfg.seed))
-        pool, plans = _renaming(real, tasks, plans, cfg)
+        firsts = pool.reset(tasks) if cfg.data.strategies or cfg.data.rename > 0 else []
+        pool.release(r.episode for r in firsts)
+        lenses: dict[str, Lens] = {}
+        if cfg.data.rename > 0:  # the agent's view: some episodes' ingredients renamed (rollout/rename.py)
+            lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(cfg.seed + 2),
+                                    [r.observation for r in firsts])
+            firsts = [seen(r, lenses.get(t.uid, Lens({}))) for t, r in zip(tasks, firsts, strict=True)]
         strategies = None
         if cfg.data.strategies:
-            firsts = pool.reset(tasks)
-            pool.release(r.episode for r in firsts)
             rng = random.Random(cfg.seed)
             strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
-        return expert_episodes(tokenizer, pool, tasks, plans, rcfg, strategies, detours=cfg.data.detours,
-                               rng=random.Random(cfg.seed + 1))
-
-
-def _renaming(pool: EnvPool, tasks: list[Task], plans: list[list[str]], cfg: SFTConfig) -> tuple[Any, list[list[str]]]:
-    """The pool and plans as the agent sees them: with `data.rename`, a share of the episodes with their
-    ingredients renamed (`rollout/rename.py`)."""
-    if cfg.data.rename <= 0:
-        return pool, plans
-    firsts = pool.reset(tasks)
-    pool.release(r.episode for r in firsts)
-    lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(cfg.seed + 2), [r.observation for r in firsts])
-    return LensPool(pool, lenses), plans
+        return expert_episodes(tokenizer, LensPool(pool, lenses) if lenses else pool, tasks, plans, rcfg, strategies,
+                               detours=cfg.data.detours, rng=random.Random(cfg.seed + 1))
 
 
 def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> list[list[str]]:
