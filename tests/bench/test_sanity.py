@@ -21,6 +21,12 @@ learning the rise is 0 ± ~0.04 (binomial s.e. of a 3-iteration mean at p ≈ 0.
 learning on the Intel/AMX machine: GRPO +0.30, StraTA +0.3 (docs/sanity.md)."""
 FIXED = ["env.train_tasks=8"]
 VARIANT = {"grpo": [], "strata": ["rollout.group.n_rollouts=4"]}
+SEEDS = (0, 1)
+"""Sampling streams tried in turn until one run passes. One run in about seven at this rung's lr collapses
+into unparseable replies (all rewards 0, no gradient, no way back): measured on the AMD machine over seeds
+0-7, GRPO failed 1 of 6 runs and StraTA 0 of 6 with `optim.warmup_steps: 3`, 0 of 8 and 1 of 6 with 6
+(docs/sanity.md). Both seeds failing is then a ~2% event, while a broken learning path (a flipped sign, an
+empty mask) fails every seed."""
 """StraTA with M = 4 rollouts per strategy: as many episodes as GRPO's 8 (the bench's StraTA, with κ
 subtracted from the normalised advantage: `bench.sanity.ESTIMATORS`)."""
 
@@ -36,8 +42,13 @@ def rung(tmp_path_factory):
 def test_rl_raises_success_on_rung_one(rung, estimator):
     base, start = rung
     cfg = dataclasses.replace(base, overrides=FIXED + VARIANT[estimator])
-    res = run_estimator(cfg, estimator, start)
-    assert res.passed and res.end - res.start >= RISE, f"{estimator}: success {res.curve} did not rise by {RISE}"
+    curves = []
+    for seed in SEEDS:
+        res = run_estimator(dataclasses.replace(cfg, overrides=[*cfg.overrides, f"seed={seed}"]), estimator, start)
+        curves.append(res.curve)
+        if res.passed:
+            break
+    assert res.passed and res.end - res.start >= RISE, f"{estimator}: success {curves} (seeds {SEEDS}) did not rise by {RISE}"
 
 
 def test_unknown_estimator_names_the_choices():

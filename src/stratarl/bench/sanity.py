@@ -89,6 +89,9 @@ class SanityResult:
     """Wall time of the RL iterations (the warm-up not included)."""
     passed: bool = False
     """Whether the criterion held."""
+    stalled: bool = False
+    """Stopped early: `STALL` iterations in a row without success or gradient (every reward equal, so the
+    policy no longer changes; the collapse into unparseable replies ends here)."""
     curve: list[float] = field(default_factory=list)
     """Training-rollout success of each iteration."""
 
@@ -123,6 +126,9 @@ def passed(curve: list[float], cfg: SanityBenchConfig) -> bool:
     return end >= cfg.target or end - curve[0] >= cfg.gain
 
 
+STALL = 2
+
+
 def run_estimator(cfg: SanityBenchConfig, name: str, start: Path,
                   on_iteration: Callable[[int, float], None] | None = None) -> SanityResult:
     """RL from `start` until the criterion holds or the budget is spent."""
@@ -130,10 +136,11 @@ def run_estimator(cfg: SanityBenchConfig, name: str, start: Path,
     from ..train.state import build_state, close
 
     state = build_state(rung_config(cfg, ESTIMATORS[name], f"sanity-{name}"), start)
-    res, t0 = SanityResult(name), time.perf_counter()
+    res, t0, still = SanityResult(name), time.perf_counter(), 0
     try:
-        while res.iterations < cfg.max_iterations and not passed(res.curve, cfg):
+        while res.iterations < cfg.max_iterations and not passed(res.curve, cfg) and still < STALL:
             m = run_iteration(state)
+            still = still + 1 if m["rollout/success"] == 0 and m.get("train/grad_norm", 1.0) == 0 else 0
             state.logger.log(state.iteration, m)
             state.iteration += 1
             res.iterations += 1
@@ -148,6 +155,7 @@ def run_estimator(cfg: SanityBenchConfig, name: str, start: Path,
     tail = res.curve[-cfg.window:]
     res.end = round(sum(tail) / len(tail), 4) if tail else 0.0
     res.passed = passed(res.curve, cfg)
+    res.stalled = still >= STALL
     return res
 
 
