@@ -58,9 +58,10 @@ def test_listed_one_per_line_an_action_is_the_tokens_it_is_written_with(tiny_tok
     assert contains(lines_ids, written) and not contains(comma_ids, written)
 
 
-def test_the_last_chat_prompt_of_a_gold_episode_shows_the_recipe(tiny_tokenizer):
-    """The quickstart's prompt (chat mode, examine/look/inventory not listed): the recipe read at step 3 is
-    still in the prompt of the episode's last step, and the current admissible actions are listed."""
+def test_the_last_prompt_of_a_gold_episode_shows_the_recipe(tiny_tokenizer):
+    """The quickstart's prompt (window mode, the recipe kept as a note, examine/look/inventory not listed):
+    the recipe read at step 3 is still in the prompt of the episode's last step, long after it left the
+    window, and only the current admissible actions are listed."""
     from stratarl.config import load_config
     from stratarl.envs.pool import EnvPool
     from stratarl.rollout.expert import expert_episodes
@@ -70,9 +71,10 @@ def test_the_last_chat_prompt_of_a_gold_episode_shows_the_recipe(tiny_tokenizer)
     tasks = make_tasks(ENV, "test", n=1)
     with EnvPool(num_workers=1) as pool:
         (traj,) = expert_episodes(tiny_tokenizer, pool, tasks, [pool.expert_actions(tasks[0])], cfg.rollout.runner)
-    recipe = next(s.observation for s in traj.steps if s.action == "read cookbook")
+    read = next(i for i, s in enumerate(traj.steps) if s.action == "read cookbook")
+    assert len(traj.steps) - 1 - read > cfg.rollout.runner.prompt.history
     last = tiny_tokenizer.decode(traj.steps[-1].prompt_ids)
-    assert recipe.strip() in last and last.count("Admissible actions:") == len(traj.steps)
+    assert traj.steps[read].observation.strip() in last and last.count("Admissible actions:") == 1
     assert "examine" not in last
 
 

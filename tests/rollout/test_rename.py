@@ -3,7 +3,8 @@
 import random
 
 from stratarl.agent.prompts import PromptConfig
-from stratarl.rollout.rename import Lens, draw_lens, taken_entities
+from stratarl.envs.pool import EnvReply
+from stratarl.rollout.rename import Lens, draw_lens, draw_methods, seen, taken_entities
 from stratarl.rollout.runner import RunnerConfig
 from stratarl.train.sft import SFTConfig, SFTDataConfig, load_rows
 
@@ -32,6 +33,12 @@ def test_drawn_names_avoid_the_episode_and_its_text():
     assert list(lens.mapping) == ["carrot"] and lens.mapping["carrot"] in {"chicken leg", "flour", "salt"}
 
 
+def _sorted_lists(text: str) -> str:
+    head = "Admissible actions: "
+    return "\n".join(head + ", ".join(sorted(ln[len(head):].split(", "))) if ln.startswith(head) else ln
+                     for ln in text.split("\n"))
+
+
 def test_renamed_replays_win_the_real_games_and_never_show_the_real_names(tiny_tokenizer):
     """`data.rename=1`: every gold path still wins the real game (the env got the real actions), the rows'
     text carries the drawn names wherever the plain replay had the real ones, and is otherwise the same."""
@@ -49,6 +56,68 @@ def test_renamed_replays_win_the_real_games_and_never_show_the_real_names(tiny_t
         lens = Lens(dict(zip(real, seen, strict=True)))
         renamed += real != seen
         text, plain_text = tiny_tokenizer.decode(row.input_ids), tiny_tokenizer.decode(prow.input_ids)
-        assert text == lens.see(plain_text)
+        assert text == _sorted_lists(lens.see(plain_text))  # the seen lists are re-sorted, as the env sorts them
         assert all(r not in text for r, s in lens.mapping.items() if r != s)
     assert renamed == len(trajs)
+
+
+def test_permuted_methods_keep_each_method_whole_and_map_back():
+    """A cooking method's verb, state and appliance move together (the recipe's "grill" seen as "roast" is
+    cooked in the oven the agent sees), cuts among cuts, `pork chop` untouched, and the inverse is exact."""
+    text = ("You see a stove. There is also an oven. You also see a toaster. Directions: chop the pork chop, grill "
+            "the pork chop. You grill the pork chop with the toaster. a grilled chopped pork chop")
+    perms = set()
+    for seed in range(30):
+        lens = Lens(draw_methods(random.Random(seed)))
+        seen = lens.see(text)
+        assert lens.unsee(seen) == text
+        cook = lens.mapping["grill"]
+        appliance = {"roast": "oven", "fry": "stove", "grill": "toaster"}[cook]
+        state = {"roast": "roasted", "fry": "fried", "grill": "grilled"}[cook]
+        cut = lens.mapping["chop"]
+        assert f"{cut} the pork chop, {cook} the pork chop. You {cook} the pork chop with the {appliance}." in seen
+        assert seen.endswith(f"a {state} {cut}ped pork chop" if cut == "chop" else f"a {state} {cut}d pork chop")
+        assert sorted(lens.mapping[w] for w in ("roast", "fry", "grill")) == ["fry", "grill", "roast"]
+        perms.add((cook, cut))
+    assert len(perms) == 9  # every method with every cut
+
+
+def test_method_swapped_replays_win_the_real_games(tiny_tokenizer):
+    """`data.methods=1`: every gold path, written in the permuted world, still wins the real game."""
+    prompt = PromptConfig(mode="chat")
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    _, trajs = load_rows(SFTConfig(data=SFTDataConfig(env=ENV, tasks=8, methods=1.0), prompt=prompt), tiny_tokenizer,
+                         rcfg)
+    assert all(t.won for t in trajs)
+    cooks = [s.action for t in trajs for s in t.steps if s.action.startswith("cook ")]
+    assert cooks
+
+
+def test_seen_admissible_actions_keep_the_envs_order_rule():
+    """Sorted lists stay sorted after renaming (their order would otherwise tell which real appliance is which)."""
+    lens = Lens({"oven": "toaster", "toaster": "stove", "stove": "oven"})
+    real = ["cook carrot in oven", "cook carrot in stove", "cook carrot in toaster", "take knife"]
+    reply = EnvReply(episode=0, observation="", reward=0.0, done=False, info={"admissible_actions": real})
+    shown = seen(reply, lens).info["admissible_actions"]
+    assert shown == ["cook carrot in oven", "cook carrot in stove", "cook carrot in toaster", "take knife"]
+    assert [lens.unsee(a) for a in shown] == ["cook carrot in stove", "cook carrot in toaster", "cook carrot in oven",
+                                              "take knife"]
+
+
+def test_focus_draws_add_only_the_ingredient_steps_under_fresh_lenses(tiny_tokenizer):
+    """`data.focus_draws=2`: after the full replays, two more replays of every episode holding only its take /
+    cut / cook steps of the recipe's ingredient, no strategy turn, each draw with its own methods permutation."""
+    prompt = PromptConfig(mode="window", history=2, keep=["read"])
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    data = SFTDataConfig(env=ENV, tasks=6, strategies=True, methods=1.0, focus_draws=2)
+    _, trajs = load_rows(SFTConfig(data=data, prompt=prompt), tiny_tokenizer, rcfg)
+    full, draws = trajs[:6], [trajs[6:12], trajs[12:]]
+    assert len(trajs) == 18 and all(t.won for t in full) and all(t.strategy for t in full)
+    cooks = set()
+    for draw in draws:
+        for t, f in zip(draw, full, strict=True):
+            name = taken_entities([s.action for s in f.steps])[0]
+            assert t.strategy is None and t.steps and all(name in s.action for s in t.steps)
+            assert len(t.steps) == sum(name in s.action for s in f.steps if s.valid)
+            cooks.update(s.action for s in t.steps if s.action.startswith("cook "))
+    assert len({c.split()[-1] for c in cooks}) > 1  # appliances differ across draws (fresh permutations)

@@ -28,6 +28,15 @@ from ..types import Task
 TOOLS = frozenset({"knife", "cookbook", "meal"})
 """Things a CookingWorld gold path takes that are not ingredients."""
 
+COOKS = (("roast", "roasted", "oven", "an oven"), ("fry", "fried", "stove", "a stove"),
+         ("grill", "grilled", "toaster", "a toaster"))
+"""CookingWorld's cooking methods, each as the words that name it: the recipe's verb, the cooked state, the
+appliance (`cook X in toaster` grills) and the appliance with its article, as the room describes it."""
+CUTS = (("slice", "sliced"), ("chop", "chopped"), ("dice", "diced"))
+"""Its cuts: the recipe's verb (also the action's: `slice X with knife`) and the cut state."""
+KEEP = ("pork chop",)
+"""Names that contain a method's word and stay as they are."""
+
 
 def taken_entities(plan: Sequence[str]) -> list[str]:
     """What a gold path takes, tools aside, in order (CookingWorld: the recipe's ingredients)."""
@@ -73,13 +82,27 @@ def draw_lens(entities: Sequence[str], vocabulary: Sequence[str], rng: random.Ra
     return Lens(dict(zip(entities, rng.sample(free, len(entities)), strict=True)))
 
 
+def draw_methods(rng: random.Random) -> dict[str, str]:
+    """A mapping that permutes the cooking methods among themselves and the cuts among themselves, each
+    method's words together (a grilled dish seen as roasted is cooked in what the agent sees as the
+    oven): a bijection, so the agent's actions map back to real ones."""
+    mapping = {name: name for name in KEEP}
+    for family in (COOKS, CUTS):
+        for real, shown in zip(family, rng.sample(family, len(family)), strict=True):
+            mapping.update(zip(real, shown, strict=True))
+    return mapping
+
+
 def seen(reply: EnvReply, lens: Lens) -> EnvReply:
     """`reply` as the agent behind `lens` reads it (observation, task text, admissible actions)."""
     info = dict(reply.info)
     if isinstance(info.get("task_description"), str):
         info["task_description"] = lens.see(info["task_description"])
-    if isinstance(info.get("admissible_actions"), list):
-        info["admissible_actions"] = [lens.see(a) for a in info["admissible_actions"]]
+    acts = info.get("admissible_actions")
+    if isinstance(acts, list):  # re-sorted when the env sorts them: the order must not tell the real names
+        info["admissible_actions"] = [lens.see(a) for a in acts]
+        if acts == sorted(acts):
+            info["admissible_actions"].sort()
     return dataclasses.replace(reply, observation=lens.see(reply.observation), info=info)
 
 
@@ -113,12 +136,16 @@ class LensPool:
 
 
 def renamed(tasks: Sequence[Task], plans: list[list[str]], share: float, rng: random.Random,
-            first_observations: Sequence[str]) -> tuple[dict[str, Lens], list[list[str]]]:
-    """Lenses for a `share` of the tasks (names drawn from what all the plans take) and the plans as the
-    agent behind them writes them."""
+            first_observations: Sequence[str], methods: float = 0.0) -> tuple[dict[str, Lens], list[list[str]]]:
+    """Lenses for a `share` of the tasks (names drawn from what all the plans take) and for a `methods`
+    share (cooking methods and cuts permuted, `draw_methods`), and the plans as the agent behind them
+    writes them. Both draws are independent; a renamed ingredient replaces a kept name."""
     vocabulary = sorted({e for p in plans for e in taken_entities(p)})
     lenses: dict[str, Lens] = {}
     for task, plan, first in zip(tasks, plans, first_observations, strict=True):
-        if share > 0 and rng.random() < share:
-            lenses[task.uid] = draw_lens(taken_entities(plan), vocabulary, rng, first)
+        names = draw_lens(taken_entities(plan), vocabulary, rng, first).mapping if share > 0 and rng.random() < share else {}
+        swaps = draw_methods(rng) if methods > 0 and rng.random() < methods else {}
+        if names or swaps:
+            shown = set(names.values())
+            lenses[task.uid] = Lens({**{k: v for k, v in swaps.items() if k not in shown}, **names})
     return lenses, [[lenses[t.uid].see(a) for a in p] if t.uid in lenses else p for t, p in zip(tasks, plans, strict=True)]

@@ -12,8 +12,10 @@ Data sources (`data.source`):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from ..envs.gold import random_actions
 from ..envs.pool import EnvPool
 from ..envs.registry import check_task_counts, get_spec, make_env, make_tasks
 from ..errors import UserError
-from ..rollout.rename import Lens, LensPool, renamed, seen
+from ..rollout.rename import Lens, LensPool, renamed, seen, taken_entities
 from ..types import Sample, Task, Trajectory, Turn, from_dict
 from .batching import collate, micro_batches
 from .policy import bf16_supported, forward
@@ -65,6 +67,19 @@ class SFTDataConfig:
     same gold paths take), consistently in every text it reads and every action it writes, while the real
     game runs underneath (`rollout/rename.py`): rows where only the recipe and the room say what to take,
     cut and cook, not a remembered ingredient. CookingWorld-style games (names are what `take` actions take)."""
+    methods: float = 0.0
+    """`gold`: share of the episodes whose cooking methods (roast/oven, fry/stove, grill/toaster) and cuts
+    (slice, chop, dice) the agent sees permuted, each method's words together and the real game underneath
+    (`rollout/rename.py`): TextWorldExpress's folds fix each ingredient's preparation (chicken leg: grilled
+    in every train game, roasted in every test game), so only rows like these make the recipe's directions
+    the one predictor of the cut and the appliance. CookingWorld."""
+    focus_draws: int = 0
+    """`gold`: this many more replays of every gold episode, each under freshly drawn lenses (`rename`,
+    `methods`), keeping only the steps whose action names an ingredient the episode's gold path takes —
+    taking, cutting and cooking it, the actions only the recipe and the room decide — without strategy turns
+    or detours. One such decision per seven steps is too sparse a signal for the tiny model to learn to read
+    the recipe; with these rows it does (docs/results.md). Meant for window prompts (`prompt.mode: window`,
+    `keep: [read]`), where each step is its own short row."""
     detours: float = 0.0
     """`gold`: probability, before each gold action, of first taking a wrong action the env refuses (an
     earlier or later action of the same gold path that is not admissible then), shown and untrained: rows
@@ -122,9 +137,8 @@ def use_bf16(flag: str) -> bool:
 
 
 def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Trajectory]:
-    """Expert episodes replayed through the agent's prompts (see module docstring)."""
-    from ..rollout.expert import expert_episodes, warmup_strategy
-
+    """Expert episodes replayed through the agent's prompts (see module docstring), then the
+    `data.focus_draws` replays of the steps that act on an ingredient."""
     if not get_spec(cfg.data.env.split("?")[0]).has_expert:
         raise UserError(f"{cfg.data.env} has no gold action sequences")
     tasks = make_tasks(cfg.data.env, cfg.data.split, n=cfg.data.tasks, start=cfg.data.start)
@@ -132,19 +146,40 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
         plans = [pool.expert_actions(t) or [] for t in tasks]
         if cfg.data.actions == "random":
             plans = random_plans(tasks, [len(p) for p in plans], random.Random(cfg.seed))
-        firsts = pool.reset(tasks) if cfg.data.strategies or cfg.data.rename > 0 else []
-        pool.release(r.episode for r in firsts)
-        lenses: dict[str, Lens] = {}
-        if cfg.data.rename > 0:  # the agent's view: some episodes' ingredients renamed (rollout/rename.py)
-            lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(cfg.seed + 2),
-                                    [r.observation for r in firsts])
-            firsts = [seen(r, lenses.get(t.uid, Lens({}))) for t, r in zip(tasks, firsts, strict=True)]
-        strategies = None
-        if cfg.data.strategies:
-            rng = random.Random(cfg.seed)
-            strategies = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
-        return expert_episodes(tokenizer, LensPool(pool, lenses) if lenses else pool, tasks, plans, rcfg, strategies,
-                               detours=cfg.data.detours, rng=random.Random(cfg.seed + 1))
+        trajs = _replay(cfg, tokenizer, rcfg, pool, tasks, plans, cfg.seed, cfg.data.strategies, cfg.data.detours)
+        for draw in range(1, cfg.data.focus_draws + 1):
+            trajs += [focused(t) for t in _replay(cfg, tokenizer, rcfg, pool, tasks, plans, cfg.seed + 10 * draw,
+                                                  False, 0.0)]
+        return trajs
+
+
+def _replay(cfg: SFTConfig, tokenizer: Any, rcfg: Any, pool: Any, tasks: list[Task], plans: list[list[str]], seed: int,
+            strategies: bool, detours: float) -> list[Trajectory]:
+    """One replay of every plan, seen through lenses drawn from `seed` (`data.rename`, `data.methods`)."""
+    from ..rollout.expert import expert_episodes, warmup_strategy
+
+    relabel = cfg.data.rename > 0 or cfg.data.methods > 0
+    firsts = pool.reset(tasks) if strategies or relabel else []
+    pool.release(r.episode for r in firsts)
+    lenses: dict[str, Lens] = {}
+    if relabel:  # the agent's view: some episodes' ingredients or methods renamed (rollout/rename.py)
+        lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(seed + 2), [r.observation for r in firsts],
+                                cfg.data.methods)
+        firsts = [seen(r, lenses.get(t.uid, Lens({}))) for t, r in zip(tasks, firsts, strict=True)]
+    texts = None
+    if strategies:
+        rng = random.Random(seed)
+        texts = [warmup_strategy(r.info.get("task_description", ""), r.observation, rng) for r in firsts]
+    return expert_episodes(tokenizer, LensPool(pool, lenses) if lenses else pool, tasks, plans, rcfg, texts,
+                           detours=detours, rng=random.Random(seed + 1))
+
+
+def focused(traj: Trajectory) -> Trajectory:
+    """`traj` with only the steps whose action names an ingredient its gold path takes (take, cut, cook: what
+    only the recipe and the room decide) and no strategy turn: the rows of `data.focus_draws`."""
+    names = taken_entities([s.action for s in traj.steps])
+    steps = [s for s in traj.steps if any(re.search(rf"\b{re.escape(n)}\b", s.action) for n in names)]
+    return dataclasses.replace(traj, steps=steps, strategy=None)
 
 
 def random_plans(tasks: list[Task], lengths: list[int], rng: random.Random) -> list[list[str]]:
