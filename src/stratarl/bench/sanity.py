@@ -127,6 +127,7 @@ def passed(curve: list[float], cfg: SanityBenchConfig) -> bool:
 
 
 STALL = 2
+"""Iterations in a row with no success and a zero gradient after which a run stops (`SanityResult.stalled`)."""
 
 
 def run_estimator(cfg: SanityBenchConfig, name: str, start: Path,
