@@ -147,6 +147,7 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
         if cfg.data.actions == "random":
             plans = random_plans(tasks, [len(p) for p in plans], random.Random(cfg.seed))
         trajs = _replay(cfg, tokenizer, rcfg, pool, tasks, plans, cfg.seed, cfg.data.strategies, cfg.data.detours)
+        # each draw's seed clears the base replay's seed, seed + 1 and seed + 2 (strategies, detours, lenses)
         for draw in range(1, cfg.data.focus_draws + 1):
             trajs += [focused(t) for t in _replay(cfg, tokenizer, rcfg, pool, tasks, plans, cfg.seed + 10 * draw,
                                                   False, 0.0)]
