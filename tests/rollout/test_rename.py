@@ -1,10 +1,21 @@
 """Renamed gold replays: the agent's world renamed consistently, the real game played underneath."""
 
 import random
+import re
 
 from stratarl.agent.prompts import PromptConfig
 from stratarl.envs.pool import EnvReply
-from stratarl.rollout.rename import Lens, draw_lens, draw_methods, seen, taken_entities
+from stratarl.rollout.rename import (
+    ALIASES,
+    FURNITURE,
+    Lens,
+    draw_furniture,
+    draw_lens,
+    draw_methods,
+    draw_view,
+    seen,
+    taken_entities,
+)
 from stratarl.rollout.runner import RunnerConfig
 from stratarl.train.sft import SFTConfig, SFTDataConfig, load_rows
 
@@ -121,3 +132,44 @@ def test_focus_draws_add_only_the_ingredient_steps_under_fresh_lenses(tiny_token
             assert len(t.steps) == sum(name in s.action for s in f.steps if s.valid)
             cooks.update(s.action for s in t.steps if s.action.startswith("cook "))
     assert len({c.split()[-1] for c in cooks}) > 1  # appliances differ across draws (fresh permutations)
+
+
+def test_a_zero_share_draws_nothing_so_other_draws_stay_as_they_were():
+    """`draw_view` with furniture 0 consumes the rng exactly as the methods-only draw did."""
+    a, b = random.Random(5), random.Random(5)
+    assert draw_view(a, 1.0, 0.0) == (b.random(), draw_methods(b))[1]
+    assert a.random() == b.random()
+    assert draw_view(random.Random(1), 0.0, 0.0, 0.0) == {}
+    c, d = random.Random(7), random.Random(7)
+    assert draw_view(c, 1.0, 1.0) == {**(d.random(), draw_methods(d))[1], **(d.random(), draw_furniture(d))[1]}
+
+
+def test_furniture_renamed_replays_win_the_real_games_and_never_name_the_cupboard(tiny_tokenizer):
+    """`data.furniture=1`: train kitchens have a kitchen cupboard (test kitchens never do); the agent sees it only
+    under its other names, drawn per episode, in every prompt and action, and the gold paths still win."""
+    prompt = PromptConfig(mode="window", history=2, keep=["read"])
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    _, trajs = load_rows(SFTConfig(data=SFTDataConfig(env=ENV, tasks=8, furniture=1.0), prompt=prompt),
+                         tiny_tokenizer, rcfg)
+    assert all(t.won for t in trajs)
+    assert not any("kitchen cupboard" in tiny_tokenizer.decode(s.prompt_ids) + s.action for t in trajs for s in t.steps)
+    names = sorted(FURNITURE["kitchen cupboard"], key=len, reverse=True)
+    shown = [next((a for a in names if re.search(rf"\b{a}\b", t.steps[0].anchor)), None) for t in trajs]
+    assert None not in shown and len(set(shown)) > 1
+
+
+def test_container_renamed_replays_win_the_real_games_and_names_say_nothing(tiny_tokenizer):
+    """`data.containers=1`: every train kitchen has a kitchen cupboard and mostly keeps the knife in the cutlery
+    drawer; the agent sees the containers under names drawn per episode (some never used by the game), the gold
+    paths still win the real games, and the container opened for the knife goes by different names."""
+    prompt = PromptConfig(mode="window", history=2, keep=["read"])
+    rcfg = RunnerConfig(max_steps=60, prompt=prompt, context=4096)
+    _, trajs = load_rows(SFTConfig(data=SFTDataConfig(env=ENV, tasks=12, containers=1.0), prompt=prompt),
+                         tiny_tokenizer, rcfg)
+    assert all(t.won for t in trajs)
+    firsts = [t.steps[0].anchor for t in trajs]
+    assert any(re.search(rf"\b{a}\b", f) for f in firsts for a in ALIASES)
+    assert any("kitchen cupboard" not in f for f in firsts)
+    for_knife = {t.steps[i - 1].action for t in trajs for i, s in enumerate(t.steps)
+                 if s.action == "take knife" and t.steps[i - 1].action.startswith("open ")}
+    assert len(for_knife) > 1

@@ -92,6 +92,21 @@ def test_strata_with_judge_and_diversity(tmp_path):
     assert orjson.loads(line)["strategy"]["response_ids"]
 
 
+def test_rl_behind_lenses_shows_every_episode_of_a_task_the_same_renamed_kitchen(tmp_path):
+    """`env.methods` and `env.containers`: the agent plays train games behind lenses (the containers under
+    names drawn per task and iteration, some never used by the game), the real game underneath; the episodes
+    of one task see the same kitchen."""
+    from stratarl.rollout.rename import ALIASES
+
+    run = run_training(_cfg(tmp_path, "lens", iterations=1, env={**SMALL["env"], "methods": 1.0, "containers": 1.0}))
+    trajs = [orjson.loads(line) for line in (run / "trajectories" / "0.jsonl").read_bytes().splitlines()]
+    firsts: dict[str, set] = {}
+    for t in trajs:
+        firsts.setdefault(t["task_uid"], set()).add(t["steps"][0]["anchor"])
+    assert len(trajs) == 4 and all(len(v) == 1 for v in firsts.values())
+    assert any(a in f for v in firsts.values() for f in v for a in ALIASES)
+
+
 def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     """An estimator that returns NaN: every update is skipped (weights untouched), and after
     `max_bad_updates` in a row the run stops with a message and a `last_good` checkpoint."""

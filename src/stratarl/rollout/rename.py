@@ -36,6 +36,15 @@ CUTS = (("slice", "sliced"), ("chop", "chopped"), ("dice", "diced"))
 """Its cuts: the recipe's verb (also the action's: `slice X with knife`) and the cut state."""
 KEEP = ("pork chop",)
 """Names that contain a method's word and stay as they are."""
+FURNITURE = {"kitchen cupboard": ("pantry", "cabinet", "wall cabinet", "larder")}
+"""Furniture that some folds' kitchens lack, and the names it may be seen under (words CookingWorld never
+uses, so the renaming undoes unambiguously): train and dev kitchens have a kitchen cupboard (98%, 100%), test
+kitchens never do, so a warm-up that learns to open it loops on an inadmissible action there."""
+CONTAINERS = ("fridge", "kitchen cupboard", "cutlery drawer", "dishwasher", "trash can")
+"""CookingWorld's kitchen containers. What they hold is a fold's habit too: the knife is in the cutlery
+drawer in 65% of train games and 29% of test games."""
+ALIASES = FURNITURE["kitchen cupboard"]
+"""Container names CookingWorld never uses."""
 
 
 def taken_entities(plan: Sequence[str]) -> list[str]:
@@ -93,6 +102,30 @@ def draw_methods(rng: random.Random) -> dict[str, str]:
     return mapping
 
 
+def draw_furniture(rng: random.Random) -> dict[str, str]:
+    """A mapping that shows each piece of `FURNITURE` under one of its other names."""
+    return {real: rng.choice(names) for real, names in FURNITURE.items()}
+
+
+def draw_containers(rng: random.Random) -> dict[str, str]:
+    """A mapping that shows the kitchen's containers under other names: each real container gets a distinct
+    name drawn from `CONTAINERS` and `ALIASES`, so a name says nothing about what it holds or whether the
+    kitchen has it (a bijection on the containers: actions map back)."""
+    return dict(zip(CONTAINERS, rng.sample(CONTAINERS + ALIASES, len(CONTAINERS)), strict=True))
+
+
+def draw_view(rng: random.Random, methods: float, furniture: float = 0.0, containers: float = 0.0) -> dict[str, str]:
+    """One episode's mapping: methods and cuts permuted with probability `methods` (`draw_methods`), the
+    furniture some folds lack renamed with probability `furniture` (`draw_furniture`), the containers renamed
+    among themselves with probability `containers` (`draw_containers`, which replaces the furniture's names).
+    A zero share draws nothing from `rng`, so adding an option leaves the other draws as they were."""
+    mapping: dict[str, str] = {}
+    for share, draw in ((methods, draw_methods), (furniture, draw_furniture), (containers, draw_containers)):
+        if share > 0 and rng.random() < share:
+            mapping.update(draw(rng))
+    return mapping
+
+
 def seen(reply: EnvReply, lens: Lens) -> EnvReply:
     """`reply` as the agent behind `lens` reads it (observation, task text, admissible actions)."""
     info = dict(reply.info)
@@ -136,15 +169,16 @@ class LensPool:
 
 
 def renamed(tasks: Sequence[Task], plans: list[list[str]], share: float, rng: random.Random,
-            first_observations: Sequence[str], methods: float = 0.0) -> tuple[dict[str, Lens], list[list[str]]]:
-    """Lenses for a `share` of the tasks (names drawn from what all the plans take) and for a `methods`
-    share (cooking methods and cuts permuted, `draw_methods`), and the plans as the agent behind them
-    writes them. Both draws are independent; a renamed ingredient replaces a kept name."""
+            first_observations: Sequence[str], methods: float = 0.0,
+            furniture: float = 0.0, containers: float = 0.0) -> tuple[dict[str, Lens], list[list[str]]]:
+    """Lenses for a `share` of the tasks (names drawn from what all the plans take) and for `methods`,
+    `furniture` and `containers` shares (`draw_view`), and the plans as the agent behind them writes them.
+    The draws are independent; a renamed ingredient replaces a kept name."""
     vocabulary = sorted({e for p in plans for e in taken_entities(p)})
     lenses: dict[str, Lens] = {}
     for task, plan, first in zip(tasks, plans, first_observations, strict=True):
         names = draw_lens(taken_entities(plan), vocabulary, rng, first).mapping if share > 0 and rng.random() < share else {}
-        swaps = draw_methods(rng) if methods > 0 and rng.random() < methods else {}
+        swaps = draw_view(rng, methods, furniture, containers)
         if names or swaps:
             shown = set(names.values())
             lenses[task.uid] = Lens({**{k: v for k, v in swaps.items() if k not in shown}, **names})

@@ -37,6 +37,19 @@ class EnvSection:
     starting RL after them gives it games the warm-up never saw, so its reward measures generalisation."""
     tasks_per_iteration: int = 4
     """Groups (tasks) per iteration."""
+    methods: float = 0.0
+    """Share of each iteration's tasks whose episodes the agent plays through a method lens: CookingWorld's
+    cooking methods and cuts permuted (`rollout/rename.draw_methods`), one draw per task and iteration, the
+    real game underneath. TextWorldExpress's folds fix each ingredient's preparation, so reward on train
+    games also pays for remembering it, which held-out games punish; behind a lens only reading the
+    recipe earns it (docs/results.md, "RL behind lenses")."""
+    furniture: float = 0.0
+    """Share of each iteration's tasks whose furniture that some folds lack the agent sees under another name
+    (`rollout/rename.FURNITURE`: train kitchens have a kitchen cupboard, test kitchens none)."""
+    containers: float = 0.0
+    """Share of each iteration's tasks whose kitchen containers the agent sees renamed among themselves
+    (`rollout/rename.draw_containers`): reward on train games otherwise also pays for the fold's habits
+    (open the kitchen cupboard, the knife is in the cutlery drawer), which test games punish."""
     workers: int | None = None
     """Env worker processes (None: one per two cores)."""
     step_timeout: float = 60.0

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ..algos.losses import kl_reward_shaping
 from ..models.lora import merged_state_dict
 from ..rollout.groups import sample_groups
 from ..rollout.judge import apply_flags, audit, make_judge
+from ..rollout.rename import Lens, LensPool, draw_view
 from ..rollout.store import write_groups
 from ..types import Group, Sample, Task
 from .batching import collate, micro_batches
@@ -96,7 +98,8 @@ def _sample_shard(state: TrainState, tasks: list[Task], rcfg: Any, seed: int, re
     dp, cfg = state.dp, state.cfg
     sharded = dp is not None and cfg.distributed.shard_rollouts
     mine = shard(tasks, dp) if sharded else tasks
-    groups = sample_groups(state.engine, state.tokenizer, state.pool, mine, cfg.rollout.group, rcfg, seed=seed,
+    groups = sample_groups(state.engine, state.tokenizer, _lensed(state.pool, mine, cfg.env, seed),
+                           mine, cfg.rollout.group, rcfg, seed=seed,
                            selector=state.selector, descriptions=state.descriptions, experience=retriever)
     log.metrics["rollout/episodes_this_rank"] = log.metrics.get("rollout/episodes_this_rank", 0) + sum(
         len(g.flat) for g in groups)
@@ -105,6 +108,18 @@ def _sample_shard(state: TrainState, tasks: list[Task], rcfg: Any, seed: int, re
     groups, descriptions = gather_shards(dp, groups, dict(state.descriptions))
     state.descriptions.update(descriptions)
     return groups
+
+
+def _lensed(pool: Any, tasks: list[Task], env: Any, seed: int) -> Any:
+    """`pool`, or with `env.methods` / `env.furniture` / `env.containers` the pool behind per-task lenses drawn
+    from `seed` (`rollout/rename.draw_view`): every episode of a task (its whole group) sees the same view, so
+    group-relative advantages compare like with like."""
+    shares = (env.methods, env.furniture, env.containers)
+    if max(shares) <= 0:
+        return pool
+    rng = random.Random(seed)
+    lenses = {t.uid: Lens(m) for t in tasks if (m := draw_view(rng, *shares))}
+    return LensPool(pool, lenses) if lenses else pool
 
 
 def _seed(state: TrainState, rnd: int) -> int:

@@ -73,6 +73,14 @@ class SFTDataConfig:
     (`rollout/rename.py`): TextWorldExpress's folds fix each ingredient's preparation (chicken leg: grilled
     in every train game, roasted in every test game), so only rows like these make the recipe's directions
     the one predictor of the cut and the appliance. CookingWorld."""
+    furniture: float = 0.0
+    """`gold`: share of the episodes whose furniture that some folds lack the agent sees under another name
+    (`rollout/rename.FURNITURE`: the kitchen cupboard, in 98% of train kitchens and no test kitchen, seen as a
+    pantry, a cabinet, ...), the real game underneath: rows where only the room and the admissible list say
+    which containers there are to open. CookingWorld."""
+    containers: float = 0.0
+    """`gold`: share of the episodes whose kitchen containers the agent sees renamed among themselves and
+    `rollout/rename.ALIASES` (`draw_containers`): no container's name says what it holds. CookingWorld."""
     focus_draws: int = 0
     """`gold`: this many more replays of every gold episode, each under freshly drawn lenses (`rename`,
     `methods`), keeping only the steps whose action names an ingredient the episode's gold path takes —
@@ -156,16 +164,17 @@ def gold_trajectories(cfg: SFTConfig, tokenizer: Any, rcfg: Any) -> list[Traject
 
 def _replay(cfg: SFTConfig, tokenizer: Any, rcfg: Any, pool: Any, tasks: list[Task], plans: list[list[str]], seed: int,
             strategies: bool, detours: float) -> list[Trajectory]:
-    """One replay of every plan, seen through lenses drawn from `seed` (`data.rename`, `data.methods`)."""
+    """One replay of every plan, seen through lenses drawn from `seed` (`data.rename`, `data.methods`,
+    `data.furniture`, `data.containers`)."""
     from ..rollout.expert import expert_episodes, warmup_strategy
 
-    relabel = cfg.data.rename > 0 or cfg.data.methods > 0
+    relabel = cfg.data.rename > 0 or cfg.data.methods > 0 or cfg.data.furniture > 0 or cfg.data.containers > 0
     firsts = pool.reset(tasks) if strategies or relabel else []
     pool.release(r.episode for r in firsts)
     lenses: dict[str, Lens] = {}
     if relabel:  # the agent's view: some episodes' ingredients or methods renamed (rollout/rename.py)
         lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(seed + 2), [r.observation for r in firsts],
-                                cfg.data.methods)
+                                cfg.data.methods, cfg.data.furniture, cfg.data.containers)
         firsts = [seen(r, lenses.get(t.uid, Lens({}))) for t, r in zip(tasks, firsts, strict=True)]
     texts = None
     if strategies:
