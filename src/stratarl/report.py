@@ -4,6 +4,7 @@ reward curves with 95% intervals, KL and entropy, and iteration time by stage.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -44,13 +45,15 @@ def _plot(run_dir: Path, rows: list[dict]) -> list[str]:
     out.append(_save(fig, run_dir / "curves.png"))
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("train/kl", "train/approx_kl", "train/clip_fraction"):
-        ax[0].plot(its, [r.get(key, 0) for r in rows], label=key.split("/")[1])
+        if measured(rows, key):
+            ax[0].plot(its, [r.get(key, 0) for r in rows], label=key.split("/")[1])
     ax[0].set(title="KL and clipping", xlabel="iteration")
-    ax[0].legend()
-    ax[1].plot(its, [r.get("train/entropy", 0) for r in rows], label="entropy")
+    _legend(ax[0])
+    if measured(rows, "train/entropy"):
+        ax[1].plot(its, [r.get("train/entropy", 0) for r in rows], label="entropy")
     ax[1].plot(its, [r.get("train/grad_norm", 0) for r in rows], label="grad norm")
     ax[1].set(title="entropy, gradient norm", xlabel="iteration")
-    ax[1].legend()
+    _legend(ax[1])
     out.append(_save(fig, run_dir / "optim.png"))
     stages = [k for k in rows[0] if k.startswith("time/") and k != "time/iteration"]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -72,6 +75,21 @@ def _cumulative_env_steps(rows: list[dict]) -> list[int]:
         total += int(r.get("rollout/env_steps", 0))
         out.append(total)
     return out
+
+
+def measured(rows: list[dict], key: str) -> bool:
+    """Whether the run measured `key`: the KL to the reference is 0 in every row without a reference model
+    (`kl_coef: 0`), the entropy without an entropy bonus; those show as "—", not as a collapse to 0."""
+    return any(r.get(key, 0) != 0 for r in rows)
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _cell(rows: list[dict], r: dict, key: str, fmt: str) -> str:
+    return format(r.get(key, 0), fmt) if measured(rows, key) else "—"
 
 
 def _save(fig, path: Path) -> str:
@@ -138,8 +156,8 @@ def write_report(run_dir: str | Path) -> Path:
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['iteration']} | {r.get('rollout/success', 0):.2f} | {r.get('rollout/outcome', 0):.2f} | "
-                     f"{r.get('rollout/steps', 0):.1f} | {r.get('rollout/invalid', 0):.2f} | {r.get('train/kl', 0):.4f} | "
-                     f"{r.get('train/entropy', 0):.3f} | {r.get('time/iteration', 0):.1f} |")
+                     f"{r.get('rollout/steps', 0):.1f} | {r.get('rollout/invalid', 0):.2f} | {_cell(rows, r, 'train/kl', '.4f')} | "
+                     f"{_cell(rows, r, 'train/entropy', '.3f')} | {r.get('time/iteration', 0):.1f} |")
     pngs = _plot(run_dir, rows)
     lines += ["", *(f"![{p}]({p})" for p in pngs), "",
               f"Browse every episode: `stratarl view {run_dir}` (writes `{run_dir / 'viewer.html'}`).", ""]

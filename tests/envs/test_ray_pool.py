@@ -99,7 +99,9 @@ def test_model_rollouts_same_through_ray_executor(tiny_path, tiny_tokenizer, ray
 
 
 class KillBeforeStep:
-    """The real Ray pool; right before its `at`-th step batch, env actor 0 is killed with `ray.kill`."""
+    """The real Ray pool; right before its `at`-th step batch, env actor 0 is killed with `ray.kill`, and the
+    batch is sent once its process is gone (`ray.kill` returns before the kill lands: a batch sent at once
+    could still be served by the dying actor, and its episodes would fail one step later)."""
 
     def __init__(self, pool: RayEnvPool, at: int):
         self.pool, self.at, self.calls, self.victims = pool, at, 0, set()
@@ -108,7 +110,10 @@ class KillBeforeStep:
         self.calls += 1
         if self.calls == self.at:
             self.victims = {e for e, _ in actions if self.pool._where[e] == 0}
-            ray.kill(self.pool.actors()[0])
+            actor = self.pool.actors()[0]
+            process = psutil.Process(ray.get(actor.ready.remote()))
+            ray.kill(actor)
+            assert _gone([process]), "env actor 0 outlived ray.kill by 15 s"
         return self.pool.step(actions)
 
     def __getattr__(self, name):
