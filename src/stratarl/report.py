@@ -88,8 +88,8 @@ def _legend(ax: Any) -> None:
         ax.legend()
 
 
-def _cell(rows: list[dict], r: dict, key: str, fmt: str) -> str:
-    return format(r.get(key, 0), fmt) if measured(rows, key) else "—"
+def _cell(r: dict, key: str, fmt: str, shown: set[str]) -> str:
+    return format(r.get(key, 0), fmt) if key in shown else "—"
 
 
 def _save(fig, path: Path) -> str:
@@ -154,10 +154,11 @@ def write_report(run_dir: str | Path) -> Path:
               f"({total / len(rows):.1f} s per iteration).", "",
               "| iteration | rollout success | mean reward | steps | invalid | KL | entropy | seconds |",
               "|---|---|---|---|---|---|---|---|"]
+    shown = {k for k in ("train/kl", "train/entropy") if measured(rows, k)}
     for r in rows:
         lines.append(f"| {r['iteration']} | {r.get('rollout/success', 0):.2f} | {r.get('rollout/outcome', 0):.2f} | "
-                     f"{r.get('rollout/steps', 0):.1f} | {r.get('rollout/invalid', 0):.2f} | {_cell(rows, r, 'train/kl', '.4f')} | "
-                     f"{_cell(rows, r, 'train/entropy', '.3f')} | {r.get('time/iteration', 0):.1f} |")
+                     f"{r.get('rollout/steps', 0):.1f} | {r.get('rollout/invalid', 0):.2f} | {_cell(r, 'train/kl', '.4f', shown)} | "
+                     f"{_cell(r, 'train/entropy', '.3f', shown)} | {r.get('time/iteration', 0):.1f} |")
     pngs = _plot(run_dir, rows)
     lines += ["", *(f"![{p}]({p})" for p in pngs), "",
               f"Browse every episode: `stratarl view {run_dir}` (writes `{run_dir / 'viewer.html'}`).", ""]

@@ -168,11 +168,11 @@ def _replay(cfg: SFTConfig, tokenizer: Any, rcfg: Any, pool: Any, tasks: list[Ta
     `data.furniture`, `data.containers`)."""
     from ..rollout.expert import expert_episodes, warmup_strategy
 
-    relabel = cfg.data.rename > 0 or cfg.data.methods > 0 or cfg.data.furniture > 0 or cfg.data.containers > 0
+    relabel = max(cfg.data.rename, cfg.data.methods, cfg.data.furniture, cfg.data.containers) > 0
     firsts = pool.reset(tasks) if strategies or relabel else []
     pool.release(r.episode for r in firsts)
     lenses: dict[str, Lens] = {}
-    if relabel:  # the agent's view: some episodes' ingredients or methods renamed (rollout/rename.py)
+    if relabel:  # the agent's view: some episodes' ingredients, methods or containers renamed (rollout/rename.py)
         lenses, plans = renamed(tasks, plans, cfg.data.rename, random.Random(seed + 2), [r.observation for r in firsts],
                                 cfg.data.methods, cfg.data.furniture, cfg.data.containers)
         firsts = [seen(r, lenses.get(t.uid, Lens({}))) for t, r in zip(tasks, firsts, strict=True)]
