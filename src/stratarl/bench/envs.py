@@ -2,7 +2,9 @@
 
 Workloads (fixed and seeded, so runs are comparable):
 - TextWorldExpress `twx:cookingworld`: uniformly random admissible actions, episodes cut at 30 steps;
-- ScienceWorld `sciworld:boil`: the gold action sequences of train variations, replayed.
+- ScienceWorld `sciworld:boil`: the gold action sequences of train variations, replayed;
+- ALFWorld-domain `alfworld-gen:pick_and_place_simple` (TextWorld's PDDL engine): random admissible
+  actions, episodes cut at 30 steps; every reset loads and grounds a game (cached after first use).
 Measured: `direct` (one env in this process), `pool_1x1` (one worker, one episode: the pool's
 per-step overhead), `pool_1x8` (one worker, 8 episodes stepped as a batch: what a rollout sees with
 the default worker count on 2 cores) and `pool_Wx8` (W workers, 8 episodes). Ratios:
@@ -23,7 +25,10 @@ from ..envs.pool import EnvPool
 from ..envs.registry import make_env, make_tasks
 from ..types import Task
 
-WORKLOADS = {"twx": "twx:cookingworld", "sciworld": "sciworld:boil"}
+WORKLOADS = {"twx": "twx:cookingworld", "sciworld": "sciworld:boil", "alfworld-gen": "alfworld-gen:pick_and_place_simple"}
+RANDOM_ACTORS = ("twx", "alfworld-gen")
+# steps per measurement relative to `steps`: ScienceWorld is ~20x slower per step than TWX, ALFWorld's PDDL engine ~100x
+STEP_SHARE = {"twx": (1, 1), "sciworld": (100, 4), "alfworld-gen": (60, 10)}
 EPISODE_CAP = 30
 
 
@@ -36,18 +41,18 @@ class _Slot:
 
 
 class _Actor:
-    """Picks the next action of a slot: random admissible (TWX) or the next gold action."""
+    """Picks the next action of a slot: random admissible (TWX, ALFWorld) or the next gold action."""
 
     def __init__(self, family: str, seed: int = 0):
         self.family, self.rng = family, random.Random(seed)
 
     def __call__(self, slot: _Slot) -> str:
-        if self.family == "twx":
+        if self.family in RANDOM_ACTORS:
             return self.rng.choice(slot.info["admissible_actions"])
         return slot.gold[slot.moves] if slot.moves < len(slot.gold) else "look around"
 
     def finished(self, slot: _Slot, done: bool) -> bool:
-        cap = EPISODE_CAP if self.family == "twx" else len(slot.gold)
+        cap = EPISODE_CAP if self.family in RANDOM_ACTORS else len(slot.gold)
         return done or slot.moves >= cap
 
 
@@ -96,7 +101,8 @@ def _measure(family: str, steps: int, workers: int, concurrent: int) -> float:
 def run_env_bench(steps: int = 600, workers: int = 2, families: tuple[str, ...] = ("twx", "sciworld")) -> dict:
     out: dict = {"workers": workers, "steps_per_measurement": steps, "families": {}}
     for family in families:
-        n = steps if family == "twx" else max(100, steps // 4)  # ScienceWorld is ~20x slower per step
+        least, share = STEP_SHARE[family]
+        n = max(least, steps // share) if share > 1 else steps
         direct = _measure(family, n, workers=0, concurrent=1)
         pool_1x1 = _measure(family, n, workers=1, concurrent=1)
         pool_1x8 = _measure(family, n, workers=1, concurrent=8)

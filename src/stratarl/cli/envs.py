@@ -95,7 +95,7 @@ def bench_envs(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     steps: int = typer.Option(600, help="Env steps per measurement."),
     workers: int = typer.Option(2, help="Pool workers for the parallel measurement."),
-    families: str = typer.Option("twx,sciworld", help="Comma-separated families to measure (twx, sciworld)."),
+    families: str = typer.Option("twx,sciworld,alfworld-gen", help="Comma-separated families to measure (twx, sciworld, alfworld-gen)."),
 ) -> None:
     """Env steps/s per family, directly and through the EnvPool, with the pool overhead as a ratio."""
     from ..bench.envs import WORKLOADS, print_results, run_env_bench

@@ -53,52 +53,28 @@ def alfworld_games(split: str) -> tuple[str, ...]:
 
 
 class AlfWorldEnv:
-    """One ALFWorld text game (TextWorld engine + ALFWorld's PDDL wrappers)."""
+    """One official ALFWorld text game, played by the same code as the generated ones
+    (`alfworld_gen.AlfredPlayer`: TextWorld's PDDL engine with ALFWorld's wrappers)."""
 
     def __init__(self, params: dict[str, Any]):
+        from .alfworld_gen import AlfredPlayer
+
         alfworld_games("train")  # fail early, with the help text, when the data is absent
-        try:
-            import textworld
-            import textworld.gym
-            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
-        except ImportError as e:
-            raise UserError(f"ALFWorld needs the alfworld and textworld packages ({e}).\n{ALFWORLD_HELP}") from None
-        self._tw, self._wrappers = textworld, [AlfredDemangler(), AlfredInfos]
-        self._env: Any = None
+        self._player = AlfredPlayer()
 
     def reset(self, task: Task) -> tuple[str, dict[str, Any]]:
-        game = alfworld_games(task.split)[task.seed]
-        infos = self._tw.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "expert_plan"])
-        env_id = self._tw.gym.register_game(game, infos, max_episode_steps=1000, wrappers=self._wrappers)
-        self._env = self._tw.gym.make(env_id)
-        obs, info = self._env.reset()
-        self._task = obs.split("Your task is to:")[-1].strip()
-        return obs, self._info(info, True)
+        return self._player.start(alfworld_games(task.split)[task.seed])
 
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        obs, score, done, info = self._env.step(action)
-        valid = obs.strip() != "Nothing happens."
-        return obs, float(score), bool(done), self._info(info, valid)
+        return self._player.step(action)
 
-    def expert_actions(self, task: Task) -> list[str]:
-        self.reset(task)
-        plan, actions, done = self._last_plan, [], False
-        while plan and not done and len(actions) < 100:
-            actions.append(plan[0])
-            _, _, done, info = self._env.step(plan[0])
-            plan = info.get("extra.expert_plan") or []
-        return actions
+    def expert_actions(self, task: Task) -> list[str] | None:
+        from .alfworld_gen import AlfredPlayer
+
+        return AlfredPlayer(expert=True).handcoded(alfworld_games(task.split)[task.seed], max_steps=150) or None
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-
-    def _info(self, info: dict, valid: bool) -> dict[str, Any]:
-        self._last_plan = list(info.get("extra.expert_plan") or [])
-        won = bool(info.get("won"))
-        return {"won": won, "score": float(won), "outcome": float(won), "task_description": self._task,
-                "moves": int(info.get("moves", 0) or 0), "action_valid": valid,
-                "admissible_actions": list(info.get("admissible_commands") or [])}
+        self._player = None
 
 
 class WebShopEnv:

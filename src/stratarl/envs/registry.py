@@ -25,9 +25,11 @@ DYNAMIC: dict[str, Callable[[str], EnvSpec]] = {}
 
 @cache
 def builtin_specs() -> dict[str, EnvSpec]:
-    from . import bfcl, datadir, sciworld, search, tools, twx  # search and tools also register DYNAMIC
+    # search and tools also register DYNAMIC
+    from . import alfworld_gen, bfcl, datadir, sciworld, search, tools, twx
 
-    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs(), *search.specs(), *tools.specs(), *bfcl.specs()]
+    specs = [*twx.specs(), *sciworld.specs(), *datadir.specs(), *alfworld_gen.specs(), *search.specs(),
+             *tools.specs(), *bfcl.specs()]
     return {s.id: s for s in specs}
 
 
