@@ -112,7 +112,7 @@ def summarize(trajs: list[Trajectory], env: str, split: str, agent: str) -> Eval
 
 # -- reference agents ---------------------------------------------------------------------------
 
-Chooser = Callable[[int, dict[str, Any]], str]
+Chooser = Callable[[int, dict[str, Any]], str | None]
 
 
 def _gold_chooser(tasks: list[Task], pool: EnvPool) -> Callable[[Task], Chooser]:
@@ -120,7 +120,7 @@ def _gold_chooser(tasks: list[Task], pool: EnvPool) -> Callable[[Task], Chooser]
 
     def make(task: Task) -> Chooser:
         plan = plans[task.uid]
-        return lambda k, info: plan[k] if k < len(plan) else "look around"
+        return lambda k, info: plan[k] if k < len(plan) else None  # a gold agent stops where its plan ends
     return make
 
 
@@ -153,7 +153,13 @@ def run_reference_agent(cfg: EvalConfig, tasks: list[Task], pool: EnvPool) -> li
             _end(trajs[r.episode], r.error_kind or "env_error", r.error, r.info)
             state.pop(r.episode)
     while state:
-        actions = [(e, choose(len(trajs[e].steps), info)) for e, (choose, _, info) in state.items()]
+        chosen = [(e, choose(len(trajs[e].steps), info)) for e, (choose, _, info) in state.items()]
+        for e, action in chosen:
+            if action is None:  # the gold path ran out before the game ended (an expert that found none)
+                _end(trajs[e], "max_steps", None, state.pop(e)[2])
+        actions = [(e, a) for e, a in chosen if a is not None]
+        if not actions:
+            continue
         for (e, action), r in zip(actions, pool.step(actions), strict=True):
             choose, anchor, _ = state[e]
             traj = trajs[e]

@@ -500,7 +500,7 @@ def specs() -> list[Any]:
 
     return [
         EnvSpec(id=f"alfworld-gen:{name}", family="alfworld-gen",
-                description=f"ALFWorld-domain {'games of all six task types' if name == 'all' else name} games "
+                description=f"ALFWorld-domain {'games of the six task types' if name == 'all' else name + ' games'}, "
                             "generated here (not the official ALFWorld split).",
                 factory=lambda p, n=name: AlfGenEnv(n, p), params=params,
                 split_sizes=lambda p: dict(SPLIT_SIZES),
