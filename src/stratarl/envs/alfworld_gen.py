@@ -315,6 +315,32 @@ def write_game(directory: Path, game: Game, walkthrough: list[str] | None) -> Pa
     return directory / "game.tw-pddl"
 
 
+PLAN_SECONDS = 60.0  # Fast Downward has no time limit of its own; a few pick-two kitchens search for minutes
+
+
+def _plan_into(path: str, out: Any) -> None:
+    out.put(AlfredPlayer().plan(path))
+
+
+def plan_within(path: Path, seconds: float) -> list[str] | None:
+    """The planner's walkthrough, computed in a forked child that is killed after `seconds` (then None:
+    the attempt counts as unsolvable and the generator draws the next one)."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_plan_into, args=(str(path), out), daemon=True)
+    child.start()
+    try:
+        return out.get(timeout=seconds)
+    except queue.Empty:
+        return None
+    finally:
+        child.kill()
+        child.join()
+
+
 def game_path(task_type: str, split: str, seed: int, floor_plan: int = 0, max_objects: int = 20) -> Path:
     """The cached, solvable game of (task type, split, seed): generated and checked on first use."""
     from ..models.cache import build_once
@@ -325,7 +351,7 @@ def game_path(task_type: str, split: str, seed: int, floor_plan: int = 0, max_ob
                 game = generate(task_type, split, seed, attempt, floor_plan, max_objects)
             except GenerationError:
                 continue
-            plan = AlfredPlayer().plan(write_game(tmp, game, None))
+            plan = plan_within(write_game(tmp, game, None), PLAN_SECONDS)
             if plan:
                 write_game(tmp, game, plan)
                 return
