@@ -160,3 +160,13 @@ def test_memoized_text_generation_changes_nothing():
     finally:
         G.memoize_textgen(on=True)
     assert fast == plain and len(fast) == 52
+
+
+def test_the_planner_is_cut_off_and_answers_in_time(tmp_path):
+    """The solvability check's planner runs in a forked child: it answers a small game, and a search that
+    outlives its budget is stopped (None: the generator then draws the next attempt)."""
+    game = G.generate("pick_and_place_simple", "train", 0, floor_plan=419)
+    path = G.write_game(tmp_path, game, None)
+    plan = G.plan_within(path, 60.0)
+    assert plan and plan[-1].startswith("move ")
+    assert G.plan_within(path, 0.001) is None

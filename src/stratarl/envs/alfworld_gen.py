@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -318,27 +319,37 @@ def write_game(directory: Path, game: Game, walkthrough: list[str] | None) -> Pa
 PLAN_SECONDS = 60.0  # Fast Downward has no time limit of its own; a few pick-two kitchens search for minutes
 
 
-def _plan_into(path: str, out: Any) -> None:
-    out.put(AlfredPlayer().plan(path))
-
-
 def plan_within(path: Path, seconds: float) -> list[str] | None:
     """The planner's walkthrough, computed in a forked child that is killed after `seconds` (then None:
-    the attempt counts as unsolvable and the generator draws the next one)."""
-    import multiprocessing as mp
-    import queue
+    the attempt counts as unsolvable and the generator draws the next one). A bare `os.fork`, since env
+    pool workers are daemonic and may not start `multiprocessing` children."""
+    import os
+    import select
+    import signal
 
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    child = ctx.Process(target=_plan_into, args=(str(path), out), daemon=True)
-    child.start()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: plan, write the JSON answer, leave without cleanup handlers
+        os.close(read)
+        try:
+            os.write(write, json.dumps(AlfredPlayer().plan(path)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
     try:
-        return out.get(timeout=seconds)
-    except queue.Empty:
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and select.select([read], [], [], left)[0]:
+            chunk = os.read(read, 1 << 16)
+            if not chunk:
+                return json.loads(b"".join(chunks) or b"null")
+            chunks.append(chunk)
         return None
     finally:
-        child.kill()
-        child.join()
+        os.close(read)
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):  # still searching: stop it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def game_path(task_type: str, split: str, seed: int, floor_plan: int = 0, max_objects: int = 20) -> Path:
