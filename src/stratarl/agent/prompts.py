@@ -31,6 +31,8 @@ class Template:
     """How actions look in this family."""
 
 
+_HOUSEHOLD = Template(role="You are an agent in a household.", action_hint="Use exactly one of the admissible actions.")
+
 TEMPLATES: dict[str, Template] = {
     "twx": Template(
         role="You are an agent playing a text adventure game.",
@@ -41,10 +43,8 @@ TEMPLATES: dict[str, Template] = {
                      "pick up OBJ, put down OBJ, move OBJ to OBJ, pour OBJ in OBJ, mix OBJ, activate OBJ, "
                      "deactivate OBJ, use OBJ on OBJ, focus on OBJ, read OBJ, wait, wait1, inventory, "
                      "connect OBJ to OBJ, eat OBJ, flush OBJ, teleport to LOC.")),
-    "alfworld": Template(role="You are an agent in a household.",
-                         action_hint="Use exactly one of the admissible actions."),
-    "alfworld-gen": Template(role="You are an agent in a household.",
-                             action_hint="Use exactly one of the admissible actions."),
+    "alfworld": _HOUSEHOLD,
+    "alfworld-gen": _HOUSEHOLD,  # ALFWorld-domain games generated here: the same texts
     "webshop": Template(role="You are an agent shopping on a website.",
                         action_hint="Actions are search[QUERY] or click[BUTTON]."),
     "tools": Template(role="You are an agent that answers questions by calling tools.",

@@ -12,8 +12,8 @@ per-game problem files (the `json_2.1.1` download) are missing; this module writ
     → problem text in ALFWorld's `initial_state.pddl` form → `game.tw-pddl` (domain, grammar with
       the goal phrase, problem), played by TextWorld's PDDL engine with ALFWorld's wrappers.
 
-A game is kept only when ALFWorld's hand-coded expert solves it; its walkthrough is stored in the
-game file (`solvable`, `walkthrough`, as `alfworld-generate` does). These are not the official
+A game is kept only when the PDDL planner solves it (within `PLAN_SECONDS`); its walkthrough is stored
+in the game file (`solvable`, `walkthrough`, as `alfworld-generate` does). These are not the official
 3,553 / 134 games: figures on them are not comparable with published ALFWorld numbers.
 
 Splits follow ALFRED's scene split: train and dev draw from the training floor plans (7-30,
@@ -27,6 +27,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -158,10 +159,11 @@ def generate(task_type: str, split: str, seed: int, attempt: int = 0, floor_plan
     plans = (floor_plan,) if floor_plan else plans_for(task_type, split)
     plan = rng.choice(plans)
     receps, types = scene(plan)
-    goal = _sample_goal(rng, task_type, receps, types)
+    holders = _pickupable(types, receps)
+    goal = _sample_goal(rng, task_type, receps, types, holders)
     if goal is None:
         raise GenerationError(f"FloorPlan{plan} has no {task_type} goal the domain can reach")
-    placements = _place(rng, goal, receps, types, max_objects)
+    placements = _place(rng, goal, receps, holders, max_objects)
     _, goals = _alfworld()
     template = rng.choice(goals.gdict[task_type]["templates"])
     desc = template.format(obj=goal.obj.lower(), recep=goal.recep.lower(), toggle=goal.toggle.lower(), mrecep="")
@@ -181,9 +183,9 @@ def _pickupable(types: tuple[str, ...], receps: dict[str, Any]) -> dict[str, lis
     return holders
 
 
-def _sample_goal(rng: random.Random, task_type: str, receps: dict[str, Any], types: tuple[str, ...]) -> Goal | None:
+def _sample_goal(rng: random.Random, task_type: str, receps: dict[str, Any], types: tuple[str, ...],
+                 holders: dict[str, list[str]]) -> Goal | None:
     constants, _ = _alfworld()
-    holders = _pickupable(types, receps)
     rtypes = sorted({kind(rid) for rid in receps})
     if task_type == "look_at_obj_in_light":
         lamps = [t for t in LAMPS if t in types]
@@ -208,11 +210,10 @@ def _sample_goal(rng: random.Random, task_type: str, receps: dict[str, Any], typ
     return Goal(task_type, obj, recep)
 
 
-def _place(rng: random.Random, goal: Goal, receps: dict[str, Any], types: tuple[str, ...],
+def _place(rng: random.Random, goal: Goal, receps: dict[str, Any], holders: dict[str, list[str]],
            max_objects: int) -> list[tuple[str, str]]:
     """Instances of the goal object's type and of other pickupable types in random order, up to about
     `max_objects`; none of the goal object already where the goal wants it."""
-    holders = _pickupable(types, receps)
     others = sorted(set(holders) - {goal.obj})
     rng.shuffle(others)
     out: list[tuple[str, str]] = []
@@ -472,31 +473,38 @@ def task_type_of(name: str, seed: int, floor_plan: int = 0) -> str:
     return types[seed % len(types)]
 
 
-class AlfGenEnv:
-    """`alfworld-gen:<task type>`: a generated game per (split, seed), played like an official one."""
+class AlfredGameEnv:
+    """An env over ALFWorld game files: `game_of(task)` names the file (official or generated); the gold agent
+    is ALFWorld's hand-coded expert, or the walkthrough stored in the file (`expert="planner"`)."""
 
-    def __init__(self, name: str, params: dict[str, Any]):
-        self.name, self.params = name, params
+    def __init__(self, game_of: Callable[[Any], Path | str], expert: str = "handcoded"):
+        self._game_of, self._expert = game_of, expert
         self._player = AlfredPlayer()
 
     def reset(self, task: Any) -> tuple[str, dict[str, Any]]:
-        return self._player.start(self._path(task))
+        return self._player.start(self._game_of(task))
 
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         return self._player.step(action)
 
     def expert_actions(self, task: Any) -> list[str] | None:
-        path = self._path(task)
-        if self.params["expert"] == "planner":
-            return list(json.loads(path.read_text())["walkthrough"])
+        path = Path(self._game_of(task))
+        if self._expert == "planner":
+            return list(json.loads(path.read_text())["walkthrough"] or []) or None
         return AlfredPlayer(expert=True).handcoded(path, max_steps=150) or None
 
     def close(self) -> None:
         self._player = None  # type: ignore[assignment]
 
-    def _path(self, task: Any) -> Path:
-        p = self.params
-        return game_path(task_type_of(self.name, task.seed, p["floor_plan"]), task.split, task.seed, p["floor_plan"], p["max_objects"])
+
+def generated_env(name: str, p: dict[str, Any]) -> AlfredGameEnv:
+    """`alfworld-gen:<name>`: a generated game per (split, seed), played like an official one."""
+
+    def game_of(task: Any) -> Path:
+        task_type = task_type_of(name, task.seed, p["floor_plan"])
+        return game_path(task_type, task.split, task.seed, p["floor_plan"], p["max_objects"])
+
+    return AlfredGameEnv(game_of, p["expert"])
 
 
 def check_floor_plan(name: str, split: str, plan: int) -> None:
@@ -539,7 +547,7 @@ def specs() -> list[Any]:
         EnvSpec(id=f"alfworld-gen:{name}", family="alfworld-gen",
                 description=f"ALFWorld-domain {'games of the six task types' if name == 'all' else name + ' games'}, "
                             "generated here (not the official ALFWorld split).",
-                factory=lambda p, n=name: AlfGenEnv(n, p), params=params,
+                factory=lambda p, n=name: generated_env(n, p), params=params,
                 split_sizes=lambda p: dict(SPLIT_SIZES),
                 seeds=lambda split, p, n=name: seeds(n, split, p),
                 max_steps=50, outcome="won")

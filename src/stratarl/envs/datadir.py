@@ -52,29 +52,13 @@ def alfworld_games(split: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in (root / "json_2.1.1" / _ALF_SPLITS[split]).rglob("game.tw-pddl")))
 
 
-class AlfWorldEnv:
+def alfworld_env(params: dict[str, Any]):
     """One official ALFWorld text game, played by the same code as the generated ones
-    (`alfworld_gen.AlfredPlayer`: TextWorld's PDDL engine with ALFWorld's wrappers)."""
+    (`alfworld_gen.AlfredGameEnv`: TextWorld's PDDL engine with ALFWorld's wrappers)."""
+    from .alfworld_gen import AlfredGameEnv
 
-    def __init__(self, params: dict[str, Any]):
-        from .alfworld_gen import AlfredPlayer
-
-        alfworld_games("train")  # fail early, with the help text, when the data is absent
-        self._player = AlfredPlayer()
-
-    def reset(self, task: Task) -> tuple[str, dict[str, Any]]:
-        return self._player.start(alfworld_games(task.split)[task.seed])
-
-    def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
-        return self._player.step(action)
-
-    def expert_actions(self, task: Task) -> list[str] | None:
-        from .alfworld_gen import AlfredPlayer
-
-        return AlfredPlayer(expert=True).handcoded(alfworld_games(task.split)[task.seed], max_steps=150) or None
-
-    def close(self) -> None:
-        self._player = None
+    alfworld_games("train")  # fail early, with the help text, when the data is absent
+    return AlfredGameEnv(lambda task: alfworld_games(task.split)[task.seed])
 
 
 class WebShopEnv:
@@ -116,7 +100,7 @@ def specs() -> list[EnvSpec]:
     return [
         EnvSpec(id="alfworld", family="alfworld",
                 description=f"ALFWorld household tasks (needs ${ALFWORLD_VAR}).",
-                factory=AlfWorldEnv,
+                factory=alfworld_env,
                 split_sizes=lambda p: {s: len(alfworld_games(s)) for s in _ALF_SPLITS},
                 seeds=lambda split, p: list(range(len(alfworld_games(split)))),
                 max_steps=50, outcome="won"),
